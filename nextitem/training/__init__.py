@@ -1,0 +1,1 @@
+"""Training: GRU4Rec session-parallel training, losses, sampling, optimizers."""

@@ -1,0 +1,71 @@
+"""Adagrad with (heavy-ball) momentum, as GRU4Rec trains: dense parameters and touched rows.
+
+Dense:  acc += g^2;  step = -lr * g / sqrt(acc + eps);  mom = mu * mom + step;  p += mom.
+Item tables are updated on the rows a mini-batch touched only (duplicate rows summed first);
+untouched rows neither decay their momentum nor move ("lazy" momentum, as in the reference).
+"""
+from __future__ import annotations
+
+import torch
+
+
+class AdagradM:
+    def __init__(self, dense: list[torch.Tensor], sparse: list[torch.Tensor], lr: float, momentum: float = 0.0, eps: float = 1e-6):
+        self.lr, self.momentum, self.eps = lr, momentum, eps
+        self.dense = list(dense)
+        self.acc = [torch.zeros_like(p) for p in self.dense]
+        self.mom = [torch.zeros_like(p) for p in self.dense] if momentum > 0 else None
+        self.sparse_acc = {id(p): torch.zeros_like(p) for p in sparse}
+        self.sparse_mom = {id(p): torch.zeros_like(p) for p in sparse} if momentum > 0 else None
+
+    @torch.no_grad()
+    def step_dense(self, grads: list[torch.Tensor]) -> None:
+        """Update every dense parameter with its gradient (same order as ``dense``)."""
+        torch._foreach_addcmul_(self.acc, grads, grads)
+        denom = torch._foreach_add(self.acc, self.eps)
+        torch._foreach_rsqrt_(denom)
+        steps = torch._foreach_mul(grads, denom)
+        if self.mom is not None:
+            torch._foreach_mul_(self.mom, self.momentum)
+            torch._foreach_add_(self.mom, steps, alpha=-self.lr)
+            torch._foreach_add_(self.dense, self.mom)
+        else:
+            torch._foreach_add_(self.dense, steps, alpha=-self.lr)
+
+    @torch.no_grad()
+    def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        """Update ``param[rows]`` with ``grad``; ``rows`` must be unique (coalesce first)."""
+        acc = self.sparse_acc[id(param)]
+        a = acc.index_select(0, rows).addcmul_(grad, grad)
+        acc.index_copy_(0, rows, a)
+        step = a.add_(self.eps).rsqrt_().mul_(grad)  # reuses a's storage: acc already holds the new value
+        if self.sparse_mom is not None:
+            mom = self.sparse_mom[id(param)]
+            m = mom.index_select(0, rows).mul_(self.momentum).add_(step, alpha=-self.lr)
+            mom.index_copy_(0, rows, m)
+            param.index_add_(0, rows, m)
+        else:
+            param.index_add_(0, rows, step, alpha=-self.lr)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"acc.{i}": t for i, t in enumerate(self.acc)}
+        if self.mom is not None:
+            state.update({f"mom.{i}": t for i, t in enumerate(self.mom)})
+        for j, t in enumerate(self.sparse_acc.values()):
+            state[f"sparse_acc.{j}"] = t
+        if self.sparse_mom is not None:
+            for j, t in enumerate(self.sparse_mom.values()):
+                state[f"sparse_mom.{j}"] = t
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for key, t in self.state_dict().items():
+            t.copy_(state[key])
+
+
+def coalesce_rows(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum the rows of ``values`` that share an ``index``; returns (unique index, summed rows)."""
+    rows, inverse = torch.unique(index, return_inverse=True)
+    summed = torch.zeros((len(rows),) + values.shape[1:], dtype=values.dtype, device=values.device)
+    summed.index_add_(0, inverse, values)
+    return rows, summed
