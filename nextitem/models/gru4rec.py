@@ -201,28 +201,28 @@ class GRU4RecNet(nn.Module):
     def init_hidden(self, batch: int, device=None) -> list[torch.Tensor]:
         return [torch.zeros(batch, size, device=device) for size in self.config.layers]
 
-    def step(self, x_rows: torch.Tensor, H: list[torch.Tensor], training: bool = False) -> torch.Tensor:
+    def step(self, x_rows: torch.Tensor, H: list[torch.Tensor], dropout=None) -> torch.Tensor:
         """Advance the hidden state one event; returns the last layer's output.
 
         ``x_rows`` are the rows of :attr:`input_table` for the current items. ``H`` is updated in
-        place (list items replaced). In training, dropout is applied to the embedding and to each
-        layer's output, and the dropped-out state is what is carried on, as in the reference.
+        place (list items replaced). In training, ``dropout(x, p)`` is applied to the embedding and to
+        each layer's output, and the dropped-out state is what is carried on, as in the reference.
         """
         cfg = self.config
         if self.onehot is not None:
             x = self.onehot(x_rows, H[0])
         else:
             x = x_rows
-        if training and cfg.dropout_p_embed > 0:
-            x = nn.functional.dropout(x, cfg.dropout_p_embed, training=True)
+        if dropout is not None and cfg.dropout_p_embed > 0:
+            x = dropout(x, cfg.dropout_p_embed)
         offset = 0
         if self.onehot is not None:
             H[0] = x
             offset = 1
         for i, cell in enumerate(self.cells):
             x = cell(x, H[offset + i])
-            if training and cfg.dropout_p_hidden > 0:
-                x = nn.functional.dropout(x, cfg.dropout_p_hidden, training=True)
+            if dropout is not None and cfg.dropout_p_hidden > 0:
+                x = dropout(x, cfg.dropout_p_hidden)
             H[offset + i] = x
         return x
 

@@ -33,34 +33,34 @@ def bpr_max(R: torch.Tensor, bpreg: float, elu_param: float) -> tuple[torch.Tens
 
     Row loss = -log(sum_j s_j sigmoid(r_i - r_j) + eps) + bpreg * sum_j s_j r_j^2 with s the
     softmax over the row's negatives only (the target column excluded).
+
+    Written for few passes over the n x C matrix: one exp gives both the softmax weights
+    e_j = exp(r_j - m) and the sigmoids, sigmoid(r_i - r_j) = 1 / (1 + e_j * exp(m - r_i)).
     """
     n = R.shape[0]
-    if elu_param > 0:
-        S = torch.nn.functional.elu(R, alpha=elu_param)
-    else:
-        S = R
-    diag_mask = torch.eye(n, R.shape[1], dtype=torch.bool, device=R.device)
-    # softmax over negatives: exclude the target column from max and sum
-    neg = S.masked_fill(diag_mask, float("-inf"))
-    s = torch.softmax(neg, dim=1)  # s_ii = 0
-    r_t = S.diagonal().unsqueeze(1)
-    sig = torch.sigmoid(r_t - S)  # sigma(r_i - r_j)
-    A = (s * sig).sum(1)
+    S = torch.nn.functional.elu(R, alpha=elu_param) if elu_param > 0 else R
+    r_t = S.diagonal()
+    m = S.amax(1)
+    e = (S - m.unsqueeze(1)).exp_()
+    e.diagonal().zero_()  # negatives only
+    Z = e.sum(1)
+    c = (m - r_t).clamp_(max=80.0).exp_()  # bounded so that e * c cannot overflow
+    sig = (e * c.unsqueeze(1)).add_(1.0).reciprocal_()  # sigmoid(r_i - r_j); its diagonal is unused
+    A = (e * sig).sum(1) / Z
+    sig2 = sig.mul_(sig)
+    B = (e * sig2).sum(1) / Z  # sum_j s_j sig_j^2
     S2 = S * S
-    Q = (s * S2).sum(1)
-    loss = (-torch.log(A + EPS) + bpreg * Q).sum() / n
-    inv = (1.0 / (A + EPS)).unsqueeze(1)
-    # d/dr_j (j != i): -s_j (sig_j^2 - A) / (A + eps) + bpreg * s_j (r_j^2 - Q + 2 r_j)
-    G = sig * sig
-    G.sub_(A.unsqueeze(1)).mul_(-inv)
-    if bpreg:
-        G.add_((S2 - Q.unsqueeze(1) + 2 * S).mul_(bpreg))
-    G.mul_(s)
-    # d/dr_i: -(1 / (A + eps)) * sum_j s_j sig_j (1 - sig_j)
-    d_target = -(s * sig * (1 - sig)).sum(1) * inv.squeeze(1)
-    G.diagonal().copy_(d_target)
-    G.div_(n)
+    Q = (e * S2).sum(1) / Z
+    loss = (bpreg * Q - torch.log(A + EPS)).sum() / n
+    # d/dr_j (j != i) = s_j * (-(sig_j^2 - A) / (A + eps) + bpreg * (r_j^2 + 2 r_j - Q)), s_j = e_j / Z
+    inv = 1.0 / (A + EPS)
+    k_sig = (-inv / (Z * n)).unsqueeze(1)
+    k_reg = (bpreg / (Z * n)).unsqueeze(1)
+    k_0 = ((A * inv - bpreg * Q) / (Z * n)).unsqueeze(1)
+    G = sig2.mul_(k_sig)
+    G.addcmul_(S2.add_(S, alpha=2.0), k_reg).add_(k_0).mul_(e)
+    # d/dr_i = -(1 / (A + eps)) * sum_j s_j sig_j (1 - sig_j)
+    G.diagonal().copy_(-inv * (A - B) / n)
     if elu_param > 0:
-        # ELU'(x) = 1 for x > 0, else elu(x) + alpha
-        G = torch.where(R > 0, G, G * (S + elu_param))
+        G = torch.ops.aten.elu_backward(G, elu_param, 1, 1, False, R)
     return loss, G

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import adagrad_dense, adagrad_rows
+
 
 class AdagradM:
     def __init__(self, dense: list[torch.Tensor], sparse: list[torch.Tensor], lr: float, momentum: float = 0.0, eps: float = 1e-6):
@@ -21,6 +23,12 @@ class AdagradM:
     @torch.no_grad()
     def step_dense(self, grads: list[torch.Tensor]) -> None:
         """Update every dense parameter with its gradient (same order as ``dense``)."""
+        if self.dense and self.dense[0].device.type == "cpu":
+            for i, (p, g) in enumerate(zip(self.dense, grads)):
+                flat = lambda t: t.detach().reshape(-1).numpy()  # noqa: E731 - views, no copies
+                adagrad_dense(flat(p), flat(self.acc[i]), None if self.mom is None else flat(self.mom[i]),
+                              flat(g.contiguous()), self.lr, self.momentum, self.eps)
+            return
         torch._foreach_addcmul_(self.acc, grads, grads)
         denom = torch._foreach_add(self.acc, self.eps)
         torch._foreach_rsqrt_(denom)
@@ -34,13 +42,22 @@ class AdagradM:
 
     @torch.no_grad()
     def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
-        """Update ``param[rows]`` with ``grad``; ``rows`` must be unique (coalesce first)."""
+        """Update ``param[rows]`` with ``grad`` (one gradient row per index; duplicates are summed).
+
+        ``grad`` may be overwritten. On the CPU one fused kernel does it all; elsewhere torch ops.
+        """
         acc = self.sparse_acc[id(param)]
+        mom = self.sparse_mom[id(param)] if self.sparse_mom is not None else None
+        if param.device.type == "cpu" and param.dtype == torch.float32:
+            view = (lambda t: t.view(-1, 1)) if param.dim() == 1 else (lambda t: t)
+            adagrad_rows(view(param.data).numpy(), view(acc).numpy(), None if mom is None else view(mom).numpy(),
+                         rows.numpy(), view(grad).contiguous().numpy(), self.lr, self.momentum, self.eps)
+            return
+        rows, grad = coalesce_rows(rows, grad)
         a = acc.index_select(0, rows).addcmul_(grad, grad)
         acc.index_copy_(0, rows, a)
         step = a.add_(self.eps).rsqrt_().mul_(grad)  # reuses a's storage: acc already holds the new value
-        if self.sparse_mom is not None:
-            mom = self.sparse_mom[id(param)]
+        if mom is not None:
             m = mom.index_select(0, rows).mul_(self.momentum).add_(step, alpha=-self.lr)
             mom.index_copy_(0, rows, m)
             param.index_add_(0, rows, m)

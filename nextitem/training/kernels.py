@@ -1,0 +1,104 @@
+"""CPU kernels for the per-step hot spots that PyTorch cannot fuse on its own.
+
+GRU4Rec makes ~10k tiny steps per epoch; on a CPU their cost is framework overhead and memory
+traffic, not arithmetic. The sparse Adagrad-with-momentum update of the touched item rows is
+nine separate torch ops (gather, scatter, ...) over the same rows; here it is one pass.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom):  # pragma: no cover - compiled
+    order = np.argsort(idx, kind="mergesort")
+    n = idx.shape[0]
+    # group boundaries of equal indices in sorted order
+    starts = np.empty(n + 1, dtype=np.int64)
+    n_groups = 0
+    for k in range(n):
+        if k == 0 or idx[order[k]] != idx[order[k - 1]]:
+            starts[n_groups] = k
+            n_groups += 1
+    starts[n_groups] = n
+    L = W.shape[1]
+    for gi in prange(n_groups):
+        a, b = starts[gi], starts[gi + 1]
+        first = order[a]
+        r = idx[first]
+        for k in range(a + 1, b):  # coalesce duplicate rows into the first one
+            G[first, :] += G[order[k], :]
+        g = G[first]
+        ac = acc[r]
+        w = W[r]
+        if use_mom:
+            m = mom[r]
+            for d in range(L):
+                v = ac[d] + g[d] * g[d]
+                ac[d] = v
+                m[d] = mu * m[d] - lr * g[d] / np.sqrt(v + eps)
+                w[d] += m[d]
+        else:
+            for d in range(L):
+                v = ac[d] + g[d] * g[d]
+                ac[d] = v
+                w[d] -= lr * g[d] / np.sqrt(v + eps)
+    return n_groups
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _adagrad_dense(W, acc, mom, G, lr, mu, eps, use_mom):  # pragma: no cover - compiled
+    n = W.shape[0]
+    chunk = 4096
+    for c in prange((n + chunk - 1) // chunk):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            g = G[i]
+            v = acc[i] + g * g
+            acc[i] = v
+            step = -lr * g / np.sqrt(v + eps)
+            if use_mom:
+                m = mu * mom[i] + step
+                mom[i] = m
+                W[i] += m
+            else:
+                W[i] += step
+
+
+def adagrad_dense(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, G: np.ndarray, lr: float, momentum: float,
+                  eps: float) -> None:
+    """In-place Adagrad(+momentum) update of a whole (flattened, contiguous) parameter, in one pass."""
+    use_mom = mom is not None
+    _adagrad_dense(W, acc, mom if use_mom else acc, G, np.float32(lr), np.float32(momentum), np.float32(eps), use_mom)
+
+
+def adagrad_rows(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np.ndarray, G: np.ndarray,
+                 lr: float, momentum: float, eps: float) -> int:
+    """In-place Adagrad(+momentum) update of rows ``idx`` of ``W`` (2-D) with gradients ``G``.
+
+    Duplicate indices are summed first (``G`` is used as scratch). Returns the number of rows.
+    """
+    use_mom = mom is not None
+    return _adagrad_rows(W, acc, mom if use_mom else acc, idx, G, np.float32(lr), np.float32(momentum),
+                         np.float32(eps), use_mom)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc from returning every freed large tensor to the OS.
+
+    A training step allocates dozens of ~1 MB temporaries. With glibc's defaults each is a fresh
+    mmap that the kernel must zero and fault in page by page, which made elementwise ops up to ten
+    times slower than on reused memory. Keeping freed memory in the heap costs a little RSS.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024) and libc.mallopt(_M_TRIM_THRESHOLD, 512 * 1024 * 1024)
+        return bool(ok)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        return False
