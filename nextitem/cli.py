@@ -1,0 +1,163 @@
+"""The ``nextitem`` command: parse, build a config, call the library, print.
+
+``nextitem gru4rec`` keeps the official run.py's options and output lines, so that scripts and
+habits carry over; ``nextitem demo`` is the quickstart on the rsc15_100k sample.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from importlib import resources
+
+from .config import ConfigError, load_param_file, parse_param_string
+from .data import Columns, DataError, SessionData, read_events
+from .data.paths import find_dataset
+from .evaluation import TIE_MODES, evaluate_sessions
+from .models.gru4rec import GRU4Rec, GRU4RecConfig
+
+
+def _shipped_param_files() -> list[str]:
+    return sorted(p.name[:-3] for p in resources.files("nextitem.paramfiles").iterdir() if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
+def resolve_param_file(name: str) -> str:
+    """A path, or the name of a parameter file shipped with nextitem (``-pf retailrocket_bprmax_shared_best``)."""
+    if os.path.exists(name):
+        return name
+    shipped = resources.files("nextitem.paramfiles") / (name if name.endswith(".py") else name + ".py")
+    if shipped.is_file():
+        return str(shipped)
+    raise ConfigError(f"{name}: no such parameter file, and no shipped one of that name (shipped: {', '.join(_shipped_param_files())}).")
+
+
+def _describe_format(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return {".tsv": "TAB separated file", ".txt": "TAB separated file", ".csv": "comma separated file",
+            ".parquet": "Parquet file", ".pickle": "pickled DataFrame", ".pkl": "pickled DataFrame"}.get(ext, "file")
+
+
+def _load(path: str, columns: Columns, vocab=None, require_predictions=True) -> SessionData:
+    print(f"Loading data from {_describe_format(path)}: {path}")
+    return SessionData.from_frame(read_events(path, columns), columns, vocab=vocab, source=path,
+                                  require_predictions=require_predictions)
+
+
+def run_gru4rec(args) -> int:
+    columns = Columns(session=args.session_key, item=args.item_key, time=args.time_key)
+    if args.load_model:
+        print(f'Loading trained model from file: {args.path} (to device "{args.device}")')
+        model = GRU4Rec.load(args.path, device=args.device)
+    else:
+        if args.parameter_string is not None:
+            params = parse_param_string(args.parameter_string)
+            source = "-ps"
+        else:
+            source = resolve_param_file(args.parameter_file)
+            params = load_param_file(source)
+        config = GRU4RecConfig.from_dict(params, source=source)
+        print(f'Creating GRU4Rec model on device "{args.device}"')
+        for key, value in params.items():
+            value = getattr(config, key)
+            print(f"SET   {key:<24}TO   {str(value):<10}(type: {type(value)})")
+        model = GRU4Rec(config, device=args.device)
+        print("Loading training data...")
+        train = _load(args.path, columns)
+        print(f"{train.n_events:,} events, {train.n_sessions:,} sessions, {train.n_items:,} items")
+        print("Started training")
+        if config.n_sample:
+            print(f"Created sample store with {max(args.sample_store_size // config.n_sample, 1)} batches of samples")
+        t0 = time.perf_counter()
+        model.fit(train, sample_store_size=args.sample_store_size, log=lambda m: print(m, flush=True),
+                  progress=not args.quiet)
+        print(f"Total training time: {time.perf_counter() - t0:.2f}s")
+        if args.save_model:
+            print(f"Saving trained model to: {args.save_model}")
+            model.save(args.save_model)
+    if args.test:
+        if args.log_primary_metric and (len(args.test) > 1 or len(args.measure) > 1):
+            raise ConfigError("-lpm needs exactly one test file and one cut-off (-m).")
+        for test_path in args.test:
+            print("Loading test data...")
+            test = _load(test_path, columns, vocab=model.vocab, require_predictions=False)
+            if test.n_unseen:
+                print(f"Dropped {test.n_unseen:,} test events whose item is not in the training data (sessions stitched around them)")
+            print(f"Starting evaluation (cut-off={args.measure}, using {args.eval_type} mode for tiebreaking)")
+            res = evaluate_sessions(model, test, cutoffs=args.measure, mode=args.eval_type, progress=not args.quiet)
+            print(f"Evaluation took {res.seconds:.2f}s ({res.n_predictions:,} predictions over {model.n_items:,} items)")
+            for line in res.lines():
+                print(line)
+            if args.log_primary_metric:
+                k = args.measure[0]
+                print(f"PRIMARY METRIC: {res.metrics[f'{args.primary_metric}@{k}']}")
+    return 0
+
+
+def run_demo(args) -> int:
+    folder = find_dataset("sessions/rsc15_100k", required=("train_full.tsv", "test.tsv"))
+    argv = [str(folder / "train_full.tsv"), "-t", str(folder / "test.tsv"), "-m", "1", "5", "10", "20",
+            "-pf", "rsc15_xe_shared_best", "-d", args.device]
+    if args.save_model:
+        argv += ["-s", args.save_model]
+    if args.quiet:
+        argv.append("-q")
+    print("nextitem gru4rec " + " ".join(argv))
+    return run_gru4rec(gru4rec_parser().parse_args(argv))
+
+
+def _add_gru4rec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="training data (.tsv/.txt, .csv, .parquet, .pickle) or, with -l, a saved model")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-ps", "--parameter_string", help="parameters as k=v,k=v (lists with '/', e.g. layers=100/100)")
+    src.add_argument("-pf", "--parameter_file", help="a .py (official OrderedDict form), .json or .toml parameter file, or the name of a shipped one")
+    src.add_argument("-l", "--load_model", action="store_true", help="PATH is a model saved with -s")
+    p.add_argument("-s", "--save_model", metavar="MODEL_PATH", help="save the trained model here (safetensors)")
+    p.add_argument("-t", "--test", metavar="TEST_PATH", nargs="+", help="test file(s) to evaluate on")
+    p.add_argument("-m", "--measure", metavar="AT", type=int, nargs="+", default=[20], help="cut-offs for Recall and MRR (default: 20)")
+    p.add_argument("-e", "--eval_type", choices=TIE_MODES, default="standard", help="how to rank the target among items with its score (default: standard)")
+    p.add_argument("-ss", "--sample_store_size", type=int, default=10_000_000, help="negative-sample buffer size (default: 10000000)")
+    p.add_argument("-d", "--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("-ik", "--item_key", default="ItemId")
+    p.add_argument("-sk", "--session_key", default="SessionId")
+    p.add_argument("-tk", "--time_key", default="Time")
+    p.add_argument("-pm", "--primary_metric", choices=("recall", "mrr"), default="recall")
+    p.add_argument("-lpm", "--log_primary_metric", action="store_true", help="print 'PRIMARY METRIC: x' at the end (one test file, one cut-off)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars on stderr")
+
+
+def gru4rec_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nextitem gru4rec", description="Train or load a GRU4Rec model and measure Recall and MRR on test set(s).")
+    _add_gru4rec_args(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nextitem", description="Next-item recommendation toolkit.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gru4rec", help="train / evaluate GRU4Rec (the official run.py's options)",
+                       description=gru4rec_parser().description)
+    _add_gru4rec_args(g)
+    g.set_defaults(func=run_gru4rec)
+    d = sub.add_parser("demo", help="train and evaluate GRU4Rec on the rsc15_100k sample (quickstart)")
+    d.add_argument("-d", "--device", default="cpu")
+    d.add_argument("-s", "--save_model", metavar="MODEL_PATH")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=run_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

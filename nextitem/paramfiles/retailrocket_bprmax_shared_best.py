@@ -1,0 +1,21 @@
+# Best parameters of the official GRU4Rec README for retailrocket (200-trial Optuna search, MRR@20).
+# Read by `nextitem gru4rec -pf retailrocket_bprmax_shared_best`; the file is parsed, never executed.
+from collections import OrderedDict
+
+gru4rec_params = OrderedDict([
+    ('loss', 'bpr-max'),
+    ('constrained_embedding', True),
+    ('embedding', 0),
+    ('elu_param', 0.5),
+    ('layers', [224]),
+    ('n_epochs', 10),
+    ('batch_size', 80),
+    ('dropout_p_embed', 0.5),
+    ('dropout_p_hidden', 0.05),
+    ('learning_rate', 0.05),
+    ('momentum', 0.4),
+    ('n_sample', 2048),
+    ('sample_alpha', 0.4),
+    ('bpreg', 1.95),
+    ('logq', 0.0),
+])
