@@ -70,7 +70,7 @@ def run_gru4rec(args) -> int:
             print(f"Created sample store with {max(args.sample_store_size // config.n_sample, 1)} batches of samples")
         t0 = time.perf_counter()
         model.fit(train, sample_store_size=args.sample_store_size, log=lambda m: print(m, flush=True),
-                  progress=not args.quiet)
+                  progress=not args.quiet, checkpoint=args.checkpoint)
         print(f"Total training time: {time.perf_counter() - t0:.2f}s")
         if args.save_model:
             print(f"Saving trained model to: {args.save_model}")
@@ -123,6 +123,7 @@ def _add_gru4rec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-tk", "--time_key", default="Time")
     p.add_argument("-pm", "--primary_metric", choices=("recall", "mrr"), default="recall")
     p.add_argument("-lpm", "--log_primary_metric", action="store_true", help="print 'PRIMARY METRIC: x' at the end (one test file, one cut-off)")
+    p.add_argument("-c", "--checkpoint", metavar="PATH", help="write the training state here after every epoch; resume from it if it exists")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars on stderr")
 
 

@@ -6,6 +6,7 @@ the first offending row and what to do about it, instead of a traceback from dee
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,3 +125,22 @@ def validate_events(df: pd.DataFrame, columns: Columns = Columns(), source: str 
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{source}: column {columns.time!r} is missing in data row {row + 1}; drop or fill those rows.")
     return df
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash or a kill mid-write never leaves a half-written file at ``path``.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from ..config import ConfigError, build, to_dict
 from ..data import Columns, ItemVocab, SessionData
+from ..data.io import atomic_write
 
 FORMAT = "nextitem.gru4rec/1"
 
@@ -102,6 +102,57 @@ def _uniform_blocks(t: torch.Tensor, n_blocks: int, gen: torch.Generator, dim: i
             rows, cols = block.shape
             bound = math.sqrt(6.0 / (rows + cols))
             block.copy_(torch.rand(block.shape, generator=gen, dtype=torch.float32) * (2 * bound) - bound)
+
+
+class _GRUCellFn(torch.autograd.Function):
+    """torch.nn.GRUCell's math as one autograd node with a hand-written backward.
+
+    Same result as ``nn.GRUCell`` (r gates W_hn h + b_hn); one node instead of a dozen keeps the
+    per-step overhead of training small. The gradient to the previous hidden state is not computed:
+    GRU4Rec truncates backpropagation through time at one step.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
+        L = h.shape[1]
+        gi = torch.addmm(b_ih, x, w_ih.t())
+        gh = torch.addmm(b_hh, h, w_hh.t())
+        rz = gi[:, : 2 * L].add_(gh[:, : 2 * L]).sigmoid_()
+        r, z = rz[:, :L], rz[:, L:]
+        ghn = gh[:, 2 * L :]
+        n = torch.addcmul(gi[:, 2 * L :], r, ghn).tanh_()
+        out = torch.lerp(n, h, z)  # (1 - z) * n + z * h
+        ctx.save_for_backward(x, h, w_ih, rz, n, ghn)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, h, w_ih, rz, n, ghn = ctx.saved_tensors
+        L = h.shape[1]
+        r, z = rz[:, :L], rz[:, L:]
+        dgi = torch.empty((x.shape[0], 3 * L), dtype=dout.dtype, device=dout.device)
+        dn = dgi[:, 2 * L :]
+        torch.mul(dout, 1 - z, out=dn)
+        dn.mul_(1 - n * n)  # through tanh
+        dr = dgi[:, :L]
+        torch.mul(dn, ghn, out=dr)
+        dr.mul_(r * (1 - r))
+        dz = dgi[:, L : 2 * L]
+        torch.mul(dout, h - n, out=dz)
+        dz.mul_(z * (1 - z))
+        dgh = dgi.clone()
+        dgh[:, 2 * L :].mul_(r)
+        dx = dgi @ w_ih if ctx.needs_input_grad[0] else None
+        dw_ih = dgi.t() @ x
+        dw_hh = dgh.t() @ h
+        return dx, None, dw_ih, dw_hh, dgi.sum(0), dgh.sum(0)
+
+
+def gru_cell(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``cell(x, h)``; in training, through the single-node function above."""
+    if torch.is_grad_enabled() and not h.requires_grad:
+        return _GRUCellFn.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    return cell(x, h)
 
 
 class OneHotGRULayer(nn.Module):
@@ -220,7 +271,7 @@ class GRU4RecNet(nn.Module):
             H[0] = x
             offset = 1
         for i, cell in enumerate(self.cells):
-            x = cell(x, H[offset + i])
+            x = gru_cell(cell, x, H[offset + i])
             if dropout is not None and cfg.dropout_p_hidden > 0:
                 x = dropout(x, cfg.dropout_p_hidden)
             H[offset + i] = x
@@ -249,14 +300,19 @@ class GRU4Rec:
         self.vocab: ItemVocab | None = None
 
     # ------------------------------------------------------------------ training
-    def fit(self, train, columns: Columns = Columns(), sample_store_size: int = 10_000_000, log=None, progress: bool = False):
-        """Train on a DataFrame of events or a :class:`SessionData`; returns self."""
+    def fit(self, train, columns: Columns = Columns(), sample_store_size: int = 10_000_000, log=None, progress: bool = False,
+            checkpoint: str | os.PathLike | None = None):
+        """Train on a DataFrame of events or a :class:`SessionData`; returns self.
+
+        ``checkpoint``: a file written after every epoch; if it exists, training resumes from it.
+        """
         from ..training.gru4rec import train_gru4rec  # training sits after models in the layer order
 
         data = train if isinstance(train, SessionData) else SessionData.from_frame(train, columns)
         self.vocab = data.vocab
         self.net = GRU4RecNet(self.config, data.n_items).to(self.device)
-        self.history = train_gru4rec(self, data, sample_store_size=sample_store_size, log=log, progress=progress)
+        self.history = train_gru4rec(self, data, sample_store_size=sample_store_size, log=log, progress=progress,
+                                     checkpoint=os.fspath(checkpoint) if checkpoint else None)
         return self
 
     def _check_fitted(self) -> None:
@@ -321,17 +377,7 @@ class GRU4Rec:
             tensors["vocab.offsets"] = torch.from_numpy(offsets)
             kind = "str"
         meta = {"format": FORMAT, "config": json.dumps(to_dict(self.config)), "vocab": kind}
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GRU4Rec":

@@ -4,20 +4,28 @@ One step, for slots with input items x and target items y:
   1. the input rows table[x] go through the GRU stack (autograd only here: a few small ops);
   2. the output rows O = Wy[Y], b = By[Y] for the columns Y = [y ; shared samples] score
      R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py);
-  3. dR is folded onto the unique touched rows, so each item row gets one summed gradient, and
-     the item tables are updated on those rows only; the GRU weights get the dense update.
-The per-step cost on a CPU is dominated by framework overhead, not arithmetic, which is why the
-output layer avoids autograd and sparse tensors altogether.
+  3. the item tables are updated on the touched rows only (duplicate rows summed first, one fused
+     kernel on the CPU); the GRU weights get the dense update.
+The per-step cost on a CPU is dominated by framework overhead and memory traffic, not arithmetic,
+which is why the output layer avoids autograd and sparse tensors altogether.
+
+With ``checkpoint=PATH`` the full training state (weights, optimizer, random generators, sample
+store position) is written atomically after every epoch, and a run started again with the same
+path continues after the last finished epoch with the same result as an uninterrupted run.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 
 import numpy as np
 import torch
 
+from ..config import to_dict
 from ..data import SessionData, session_parallel_rounds
+from ..data.io import atomic_write
 from .losses import bpr_max, cross_entropy
 from .kernels import keep_freed_memory
 from .optim import AdagradM
@@ -28,7 +36,8 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000, log=None, progress: bool = False):
+def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000, log=None, progress: bool = False,
+                  checkpoint: str | None = None):
     """Train ``model.net`` in place on ``data``; returns the per-epoch history (loss, seconds, e/s)."""
     cfg, net, device = model.config, model.net, model.device
     log = log or (lambda msg: None)
@@ -44,7 +53,10 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
     step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(cfg.seed))
     min_slots = 1 if cfg.n_sample > 0 else 2  # without samples a lone slot has no negatives
     history = []
-    for epoch in range(1, cfg.n_epochs + 1):
+    if checkpoint and os.path.exists(checkpoint):
+        history = _load_checkpoint(checkpoint, model, opt, step, store)
+        log(f"Resuming from {checkpoint} after epoch {len(history)}")
+    for epoch in range(len(history) + 1, cfg.n_epochs + 1):
         bar = None
         if progress:
             from tqdm import tqdm
@@ -77,7 +89,43 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
                  "mb_per_s": n_batches / seconds, "events_per_s": n_events / seconds}
         history.append(entry)
         log(f"Epoch{epoch} --> loss: {avg:.6f} \t({seconds:.2f}s) \t[{entry['mb_per_s']:.2f} mb/s | {entry['events_per_s']:.0f} e/s]")
+        if checkpoint:
+            _save_checkpoint(checkpoint, model, opt, step, store, history)
     return history
+
+
+def _save_checkpoint(path, model, opt, step, store, history) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in opt.state_dict().items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    meta = {"config": json.dumps(to_dict(model.config)), "history": json.dumps(history),
+            "dropout_rng": json.dumps(step.rng.bit_generator.state), "store": json.dumps(store.state()),
+            "n_items": str(model.net.n_items)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def _load_checkpoint(path, model, opt, step, store) -> list[dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    def comparable(config: dict) -> dict:  # more epochs may be asked for on resume
+        return {k: v for k, v in config.items() if k != "n_epochs"}
+
+    if "config" not in meta or comparable(json.loads(meta["config"])) != comparable(json.loads(json.dumps(to_dict(model.config)))) \
+            or int(meta.get("n_items", -1)) != model.net.n_items:
+        raise ValueError(f"{path}: this checkpoint belongs to another configuration or dataset; "
+                         "delete it or choose another checkpoint path.")
+    tensors = load_file(path)
+    model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+    opt.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")})
+    torch.set_rng_state(tensors["torch_rng"])
+    step.rng.bit_generator.state = json.loads(meta["dropout_rng"])
+    store.restore(json.loads(meta["store"]))
+    return json.loads(meta["history"])
 
 
 class _Step:

@@ -24,8 +24,10 @@ class SampleStore:
         self.rng = np.random.default_rng(seed)
         self._store = None
         self._next = 0
+        self._refill_state = None
 
     def _refill(self) -> None:
+        self._refill_state = self.rng.bit_generator.state  # lets a checkpoint regenerate this store
         u = self.rng.random((self.rows, self.n_sample))
         samples = np.searchsorted(self.cdf, u, side="right")
         np.minimum(samples, len(self.cdf) - 1, out=samples)
@@ -41,3 +43,17 @@ class SampleStore:
         row = self._store[self._next]
         self._next += 1
         return row
+
+    def state(self) -> dict:
+        """What a checkpoint needs to continue with exactly the same samples."""
+        if self._store is None:
+            return {"rng": self.rng.bit_generator.state, "next": None}
+        return {"rng": self._refill_state, "next": self._next}
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        if state["next"] is None:
+            self._store = None
+        else:
+            self._refill()
+            self._next = state["next"]
