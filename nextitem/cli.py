@@ -46,6 +46,8 @@ def _load(path: str, columns: Columns, vocab=None, require_predictions=True) -> 
 
 def run_gru4rec(args) -> int:
     columns = Columns(session=args.session_key, item=args.item_key, time=args.time_key)
+    if args.log_primary_metric and (not args.test or len(args.test) > 1 or len(args.measure) > 1):
+        raise ConfigError("-lpm needs exactly one test file (-t) and one cut-off (-m).")  # checked before training
     if args.load_model:
         print(f'Loading trained model from file: {args.path} (to device "{args.device}")')
         model = GRU4Rec.load(args.path, device=args.device)
@@ -76,8 +78,6 @@ def run_gru4rec(args) -> int:
             print(f"Saving trained model to: {args.save_model}")
             model.save(args.save_model)
     if args.test:
-        if args.log_primary_metric and (len(args.test) > 1 or len(args.measure) > 1):
-            raise ConfigError("-lpm needs exactly one test file and one cut-off (-m).")
         for test_path in args.test:
             print("Loading test data...")
             test = _load(test_path, columns, vocab=model.vocab, require_predictions=False)
@@ -106,6 +106,16 @@ def run_demo(args) -> int:
     return run_gru4rec(gru4rec_parser().parse_args(argv))
 
 
+def _cutoff(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"cut-offs are positive integers, got {text!r}")
+    return value
+
+
 def _add_gru4rec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="training data (.tsv/.txt, .csv, .parquet, .pickle) or, with -l, a saved model")
     src = p.add_mutually_exclusive_group(required=True)
@@ -114,7 +124,7 @@ def _add_gru4rec_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("-l", "--load_model", action="store_true", help="PATH is a model saved with -s")
     p.add_argument("-s", "--save_model", metavar="MODEL_PATH", help="save the trained model here (safetensors)")
     p.add_argument("-t", "--test", metavar="TEST_PATH", nargs="+", help="test file(s) to evaluate on")
-    p.add_argument("-m", "--measure", metavar="AT", type=int, nargs="+", default=[20], help="cut-offs for Recall and MRR (default: 20)")
+    p.add_argument("-m", "--measure", metavar="AT", type=_cutoff, nargs="+", default=[20], help="cut-offs for Recall and MRR (default: 20)")
     p.add_argument("-e", "--eval_type", choices=TIE_MODES, default="standard", help="how to rank the target among items with its score (default: standard)")
     p.add_argument("-ss", "--sample_store_size", type=int, default=10_000_000, help="negative-sample buffer size (default: 10000000)")
     p.add_argument("-d", "--device", default="cpu", help="cpu or cuda:N (default: cpu)")

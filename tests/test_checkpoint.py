@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from nextitem.config import ConfigError
 from nextitem.models import GRU4Rec
 
 
@@ -39,5 +40,5 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     df = _sessions()
     ck = tmp_path / "run.ckpt"
     GRU4Rec(n_epochs=1, layers=[8], batch_size=8, n_sample=5).fit(df, checkpoint=ck)
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ConfigError, match="another configuration"):
         GRU4Rec(n_epochs=2, layers=[12], batch_size=8, n_sample=5).fit(df, checkpoint=ck)

@@ -74,9 +74,11 @@ def read_events(path: str | os.PathLike, columns: Columns = Columns()) -> pd.Dat
 
 
 def _read_header(path: str, sep: str) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        line = f.readline().rstrip("\r\n")
-    return line.split(sep)
+    # pandas' own header parsing, so that quoted names and a byte-order mark are handled alike
+    try:
+        return list(pd.read_csv(path, sep=sep, nrows=0).columns)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: could not read a header line: {e}") from None
 
 
 def _check_columns(source: str, present, columns: Columns) -> None:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import ConfigError, build, to_dict
 from ..data import Columns, ItemVocab, SessionData
-from ..data.io import atomic_write
+from ..data.io import DataError, atomic_write
 
 FORMAT = "nextitem.gru4rec/1"
 
@@ -366,7 +366,7 @@ class GRU4Rec:
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         ids = self.vocab.ids
         if pd.api.types.is_integer_dtype(ids.dtype):
-            tensors["vocab.int"] = torch.from_numpy(ids.to_numpy(dtype=np.int64))
+            tensors["vocab.int"] = torch.from_numpy(np.array(ids, dtype=np.int64))  # a writable copy
             kind = "int"
         else:
             encoded = [str(x).encode("utf-8") for x in ids]
@@ -393,9 +393,9 @@ class GRU4Rec:
                 meta = f.metadata() or {}
             tensors = load_file(path)
         except (SafetensorError, OSError) as e:
-            raise ValueError(f"{path}: not a nextitem model file (expected safetensors written by GRU4Rec.save): {e}") from None
+            raise DataError(f"{path}: not a nextitem model file (expected safetensors written by GRU4Rec.save): {e}") from None
         if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a GRU4Rec model of this nextitem version (format {meta.get('format')!r}, expected {FORMAT!r}).")
+            raise DataError(f"{path}: not a GRU4Rec model of this nextitem version (format {meta.get('format')!r}, expected {FORMAT!r}).")
         config = GRU4RecConfig.from_dict(json.loads(meta["config"]), source=path)
         if meta["vocab"] == "int":
             ids = pd.Index(tensors.pop("vocab.int").numpy())

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from ..config import to_dict
+from ..config import ConfigError, to_dict
 from ..data import SessionData, session_parallel_rounds
 from ..data.io import atomic_write
 from .losses import bpr_max, cross_entropy
@@ -117,7 +117,7 @@ def _load_checkpoint(path, model, opt, step, store) -> list[dict]:
 
     if "config" not in meta or comparable(json.loads(meta["config"])) != comparable(json.loads(json.dumps(to_dict(model.config)))) \
             or int(meta.get("n_items", -1)) != model.net.n_items:
-        raise ValueError(f"{path}: this checkpoint belongs to another configuration or dataset; "
+        raise ConfigError(f"{path}: this checkpoint belongs to another configuration or dataset; "
                          "delete it or choose another checkpoint path.")
     tensors = load_file(path)
     model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})

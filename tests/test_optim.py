@@ -1,0 +1,196 @@
+"""AdagradM against dense reference formulas (doc 1.6), in float64.
+
+step_rows: scatter-add the row gradients into a dense gradient, then Adagrad(+momentum) on the
+touched rows only; untouched rows keep their parameter, accumulator and momentum ("lazy momentum").
+The CPU float32 path runs the fused numba kernel; any other parameter goes through the torch ops
+(reached here with a float64 parameter on the CPU, the same code a GPU runs).
+"""
+import numba
+import numpy as np
+import pytest
+import torch
+from conftest import DEFAULT_NUMBA_THREADS
+
+from nextitem.training.kernels import adagrad_dense, adagrad_rows
+from nextitem.training.optim import AdagradM, coalesce_rows
+
+EPS = 1e-6
+
+
+class DenseRef:
+    """Dense Adagrad with momentum in float64 on the CPU, updating the touched rows only."""
+
+    def __init__(self, param, lr, mu):
+        self.p = param.detach().cpu().to(torch.float64).clone()
+        self.acc = torch.zeros_like(self.p)
+        self.mom = torch.zeros_like(self.p)
+        self.lr, self.mu = lr, mu
+
+    def step_rows(self, rows, grad):
+        G = torch.zeros_like(self.p)
+        G.index_add_(0, rows, grad.to(torch.float64))
+        touched = torch.zeros(len(self.p), dtype=torch.bool)
+        touched[rows] = True
+        acc = self.acc + G * G
+        step = -self.lr * G / torch.sqrt(acc + EPS)
+        mom = self.mu * self.mom + step if self.mu > 0 else step
+        t = touched.view(-1, *([1] * (self.p.dim() - 1))).expand_as(self.p)
+        self.acc = torch.where(t, acc, self.acc)
+        if self.mu > 0:
+            self.mom = torch.where(t, mom, self.mom)
+        self.p = torch.where(t, self.p + mom, self.p)
+        return touched
+
+
+def random_rows(gen, n_rows, n_idx, dup_heavy):
+    hi = max(n_rows // 3, 1) if dup_heavy else n_rows
+    return torch.randint(0, hi, (n_idx,), generator=gen)
+
+
+SHAPES = [(20,), (20, 1), (20, 7), (50, 33)]  # (n,) is a bias vector
+
+
+@pytest.mark.parametrize("path", ["numba", "torch"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum", [0.0, 0.4, 0.9])
+def test_step_rows_matches_dense_reference(path, shape, momentum):
+    check_step_rows(path, shape, momentum)
+
+
+def check_step_rows(path, shape, momentum):
+    dtype = torch.float64 if path == "torch" else torch.float32
+    device = "cuda" if path == "cuda" else "cpu"
+    gen = torch.Generator().manual_seed(hash((shape, momentum)) % 1000)
+    param = torch.randn(shape, generator=gen).to(device, dtype)
+    lr = 0.07
+    opt = AdagradM([], [param], lr, momentum)
+    ref = DenseRef(param, lr, momentum)
+    for it in range(8):
+        rows = random_rows(gen, shape[0], n_idx=int(torch.randint(1, 25, (1,), generator=gen)), dup_heavy=it % 2 == 0)
+        if it == 3:  # the same row many times, with gradients that cancel: still a touched row
+            rows = torch.tensor([4, 4, 4, 9])
+        grad = torch.randn((len(rows),) + shape[1:], generator=gen).to(dtype)
+        if it == 3:
+            grad[1] = -grad[0] - grad[2]
+        before_p = param.detach().clone()
+        before_acc = opt.sparse_acc[id(param)].clone()
+        before_mom = opt.sparse_mom[id(param)].clone() if momentum > 0 else None
+        touched = ref.step_rows(rows, grad.clone())
+        opt.step_rows(param, rows.to(device), grad.clone().to(device))
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(param.cpu().to(torch.float64), ref.p, **tol)
+        torch.testing.assert_close(opt.sparse_acc[id(param)].cpu().to(torch.float64), ref.acc, **tol)
+        if momentum > 0:
+            torch.testing.assert_close(opt.sparse_mom[id(param)].cpu().to(torch.float64), ref.mom, **tol)
+        # untouched rows: bit-for-bit unchanged (no momentum decay, no movement)
+        untouched = (~touched).to(device)
+        assert torch.equal(param[untouched], before_p[untouched])
+        assert torch.equal(opt.sparse_acc[id(param)][untouched], before_acc[untouched])
+        if momentum > 0:
+            assert torch.equal(opt.sparse_mom[id(param)][untouched], before_mom[untouched])
+    assert opt.sparse_mom is None or momentum > 0
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_numba_and_torch_paths_agree(momentum):
+    gen = torch.Generator().manual_seed(3)
+    p32 = torch.randn(30, 5, generator=gen)
+    p64 = p32.to(torch.float64)
+    o32, o64 = AdagradM([], [p32], 0.1, momentum), AdagradM([], [p64], 0.1, momentum)
+    for _ in range(5):
+        rows = torch.randint(0, 30, (40,), generator=gen)
+        g = torch.randn(40, 5, generator=gen)
+        o32.step_rows(p32, rows, g.clone())
+        o64.step_rows(p64, rows, g.to(torch.float64))
+    torch.testing.assert_close(p32.to(torch.float64), p64, rtol=1e-5, atol=1e-6)
+
+
+def test_numba_kernel_with_all_threads():
+    """The parallel path of both kernels (the rest of the suite runs numba on one thread)."""
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS)
+    try:
+        gen = torch.Generator().manual_seed(11)
+        for momentum in (0.0, 0.3):
+            param = torch.randn(500, 16, generator=gen)
+            ref = DenseRef(param, 0.05, momentum)
+            opt = AdagradM([], [param], 0.05, momentum)
+            for _ in range(3):
+                rows = torch.randint(0, 500, (2000,), generator=gen)
+                grad = torch.randn(2000, 16, generator=gen)
+                ref.step_rows(rows, grad.clone())
+                opt.step_rows(param, rows, grad.clone())
+            torch.testing.assert_close(param.to(torch.float64), ref.p, rtol=1e-5, atol=1e-6)
+            # dense kernel, long enough for several parallel chunks of 4096
+            W = np.random.default_rng(0).standard_normal(10_000).astype(np.float32)
+            G = np.random.default_rng(1).standard_normal(10_000).astype(np.float32)
+            acc, mom = np.zeros_like(W), np.zeros_like(W)
+            W0 = W.astype(np.float64)
+            adagrad_dense(W, acc, mom if momentum else None, G, 0.05, momentum, EPS)
+            step = -0.05 * G.astype(np.float64) / np.sqrt(G.astype(np.float64) ** 2 + EPS)
+            np.testing.assert_allclose(W, W0 + step, rtol=1e-5, atol=1e-6)
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_rows_kernel_returns_number_of_distinct_rows():
+    W = np.zeros((10, 2), np.float32)
+    n = adagrad_rows(W, np.zeros_like(W), None, np.array([3, 1, 3, 3, 7], dtype=np.int64),
+                     np.ones((5, 2), np.float32), 0.1, 0.0, EPS)
+    assert n == 3
+
+
+def test_coalesce_rows():
+    index = torch.tensor([5, 2, 5, 0, 2, 5])
+    values = torch.arange(12, dtype=torch.float64).view(6, 2)
+    rows, summed = coalesce_rows(index, values)
+    expect = {}
+    for i, v in zip(index.tolist(), values):
+        expect[i] = expect.get(i, 0) + v
+    assert sorted(rows.tolist()) == sorted(expect)
+    for r, s in zip(rows.tolist(), summed):
+        assert torch.equal(s, expect[r])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.3, 0.9])
+def test_step_dense_matches_formula(momentum):
+    check_step_dense(momentum, "cpu")  # the CPU runs the numba kernel
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (the torch step_rows path is covered on the CPU in float64)")
+def test_torch_paths_on_cuda():
+    """Off the CPU both updates run as torch ops; step_dense's torch path is reachable only there."""
+    for momentum in (0.0, 0.3, 0.9):
+        check_step_dense(momentum, "cuda")
+        for shape in SHAPES:
+            check_step_rows("cuda", shape, momentum)
+
+
+def check_step_dense(momentum, device):
+    gen = torch.Generator().manual_seed(5)
+    params = [torch.randn(6, 4, generator=gen), torch.randn(9, generator=gen), torch.randn(3, 2, 5, generator=gen)]
+    params = [p.to(device) for p in params]
+    ref_p = [p.cpu().to(torch.float64).clone() for p in params]
+    ref_acc = [torch.zeros_like(p) for p in ref_p]
+    ref_mom = [torch.zeros_like(p) for p in ref_p]
+    lr = 0.05
+    opt = AdagradM(params, [], lr, momentum)
+    for _ in range(6):
+        grads = [torch.randn(p.shape, generator=gen) for p in params]
+        grads[0] = grads[0].t().contiguous().t()  # a non-contiguous gradient
+        for i, g in enumerate(grads):
+            g = g.to(torch.float64)
+            ref_acc[i] += g * g
+            step = -lr * g / torch.sqrt(ref_acc[i] + EPS)
+            if momentum > 0:
+                ref_mom[i] = momentum * ref_mom[i] + step
+                ref_p[i] += ref_mom[i]
+            else:
+                ref_p[i] += step
+        opt.step_dense([g.to(device) for g in grads])
+        for i, p in enumerate(params):
+            torch.testing.assert_close(p.cpu().to(torch.float64), ref_p[i], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(opt.acc[i].cpu().to(torch.float64), ref_acc[i], rtol=1e-5, atol=1e-6)
+            if momentum > 0:
+                torch.testing.assert_close(opt.mom[i].cpu().to(torch.float64), ref_mom[i], rtol=1e-5, atol=1e-6)
+    assert (opt.mom is None) == (momentum == 0)
