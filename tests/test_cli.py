@@ -150,7 +150,7 @@ def test_bad_cutoff_is_a_one_line_error(files, model_path, capsys, cutoff):
     d, train, test = files
     # argparse rejects it before anything runs: exit code 2, usage line, then the error line
     with pytest.raises(SystemExit) as exc:
-        main(["gru4rec", model_path, "-l", "-t", test, "-m", cutoff, "-q"])
+        main(["gru4rec", str(model_path), "-l", "-t", str(test), "-m", str(cutoff), "-q"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error: argument -m/--measure: cut-offs are positive integers" in err
