@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import SessionData, session_parallel_rounds
+from ..data import SessionData
+from ..models.gru4rec import session_parallel_steps
 from .metrics import RankAccumulator, target_ranks
 
 
@@ -48,18 +49,11 @@ def evaluate_sessions(model, data: SessionData, cutoffs=(20,), mode: str = "stan
         from tqdm import tqdm
 
         bar = tqdm(total=data.n_predictions(), desc="evaluating", unit="pred", leave=False, mininterval=1.0)
-    for rnd in session_parallel_rounds(data, batch_size):
-        inputs = torch.from_numpy(rnd.inputs).to(device)
-        targets = torch.from_numpy(rnd.targets).to(device)
-        for s in range(len(inputs)):
-            h = net.step(table.index_select(0, inputs[s]), H)
-            acc.add(target_ranks(net.score_all(h), targets[s], mode))
+    for x, y in session_parallel_steps(data, batch_size, H):
+        h = net.step(table.index_select(0, x), H)
+        acc.add(target_ranks(net.score_all(h), y, mode))
         if bar is not None:
-            bar.update(rnd.inputs.size)
-        if rnd.finished.any():
-            finished = torch.from_numpy(rnd.finished).to(device).unsqueeze(1)
-            keep = torch.from_numpy(rnd.keep).to(device)
-            H = [h.masked_fill(finished, 0.0)[keep] for h in H]
+            bar.update(len(x))
     if bar is not None:
         bar.close()
     return EvalResult(acc.result(), acc.n, data.n_unseen, time.perf_counter() - t0, mode, acc.cutoffs)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, build, to_dict
-from ..data import Columns, ItemVocab, SessionData
+from ..data import Columns, ItemVocab, SessionData, session_parallel_rounds
 from ..data.io import DataError, atomic_write
 
 FORMAT = "nextitem.gru4rec/1"
@@ -280,6 +280,24 @@ class GRU4RecNet(nn.Module):
     def score_all(self, h: torch.Tensor) -> torch.Tensor:
         """Scores of every item for each row of the last layer's output: h @ Wy^T + By."""
         return torch.addmm(self.By, h, self.Wy.t())
+
+
+def session_parallel_steps(data: SessionData, batch_size: int, H: list[torch.Tensor], min_slots: int = 1):
+    """Yield (input items, target items) tensors step by step over ``data``, session-parallel.
+
+    Between rounds the hidden state ``H`` (a list, one tensor per layer, on the device of the
+    steps) is reset for the slots whose session ended and shrunk when slots run out, in place.
+    """
+    device = H[0].device
+    for rnd in session_parallel_rounds(data, batch_size, min_slots):
+        inputs = torch.from_numpy(rnd.inputs).to(device)
+        targets = torch.from_numpy(rnd.targets).to(device)
+        for s in range(len(inputs)):
+            yield inputs[s], targets[s]
+        if rnd.finished.any():
+            finished = torch.from_numpy(rnd.finished).to(device).unsqueeze(1)
+            keep = torch.from_numpy(rnd.keep).to(device)
+            H[:] = [h.masked_fill(finished, 0.0)[keep] for h in H]
 
 
 class GRU4Rec:

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, to_dict
-from ..data import SessionData, session_parallel_rounds
+from ..data import SessionData
 from ..data.io import atomic_write
+from ..models.gru4rec import session_parallel_steps
 from .losses import bpr_max, cross_entropy
 from .kernels import keep_freed_memory
 from .optim import AdagradM
@@ -66,19 +67,12 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
         H = net.init_hidden(min(cfg.batch_size, data.n_sessions), device)
         loss_sum = torch.zeros((), dtype=torch.float64)
         n_batches = n_events = 0
-        for rnd in session_parallel_rounds(data, cfg.batch_size, min_slots):
-            inputs = torch.from_numpy(rnd.inputs).to(device)
-            targets = torch.from_numpy(rnd.targets).to(device)
-            for s in range(len(inputs)):
-                loss_sum += step(inputs[s], targets[s], store.next(), H)
-            n_batches += len(inputs)
-            n_events += rnd.inputs.size
+        for x, y in session_parallel_steps(data, cfg.batch_size, H, min_slots):
+            loss_sum += step(x, y, store.next(), H)
+            n_batches += 1
+            n_events += len(x)
             if bar is not None:
-                bar.update(rnd.inputs.size)
-            if rnd.finished.any():
-                finished = torch.from_numpy(rnd.finished).to(device).unsqueeze(1)
-                keep = torch.from_numpy(rnd.keep).to(device)
-                H = [h.masked_fill(finished, 0.0)[keep] for h in H]
+                bar.update(len(x))
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
