@@ -42,3 +42,4 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
     GRU4Rec(n_epochs=1, layers=[8], batch_size=8, n_sample=5).fit(df, checkpoint=ck)
     with pytest.raises(ConfigError, match="another configuration"):
         GRU4Rec(n_epochs=2, layers=[12], batch_size=8, n_sample=5).fit(df, checkpoint=ck)
+

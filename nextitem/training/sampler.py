@@ -1,13 +1,52 @@
 """Shared negative samples for GRU4Rec, drawn from count(i)^alpha through a sample store.
 
 Drawing thousands of samples per mini-batch one by one is slow, so rows of ``n_sample`` items are
-drawn ahead in bulk (inverse CDF) and handed out one row per mini-batch; the store is refilled when
-it runs out. Accidental hits (a sample equal to a target) are kept, as in the reference.
+drawn ahead in bulk and handed out one row per mini-batch; the store is refilled when it runs out.
+Accidental hits (a sample equal to a target) are kept, as in the reference. The reference draws by
+inverse CDF (a binary search per sample, ~2 s per 10M on a CPU); Walker's alias method draws the
+same distribution in O(1) per sample.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
+
+
+@njit(cache=True)
+def alias_table(p):  # pragma: no cover - compiled
+    """Vose's alias method: ``prob``, ``alias`` such that drawing i uniformly, then keeping i with
+    probability prob[i] and taking alias[i] otherwise, samples i with probability p[i] (p sums to 1)."""
+    n = p.shape[0]
+    scaled = p * n
+    prob = np.ones(n)
+    alias = np.arange(n)
+    small = np.empty(n, np.int64)
+    large = np.empty(n, np.int64)
+    ns = 0
+    nl = 0
+    for i in range(n):
+        if scaled[i] < 1.0:
+            small[ns] = i
+            ns += 1
+        else:
+            large[nl] = i
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        s = small[ns]
+        nl -= 1
+        g = large[nl]
+        prob[s] = scaled[s]
+        alias[s] = g
+        scaled[g] = scaled[g] + scaled[s] - 1.0
+        if scaled[g] < 1.0:
+            small[ns] = g
+            ns += 1
+        else:
+            large[nl] = g
+            nl += 1
+    return prob, alias  # leftovers keep prob 1 (rounding), i.e. are drawn as themselves
 
 
 class SampleStore:
@@ -16,10 +55,8 @@ class SampleStore:
         self.n_sample = n_sample
         self.device = torch.device(device)
         weights = np.asarray(item_counts, dtype=np.float64) ** alpha
-        cdf = np.cumsum(weights)
-        cdf /= cdf[-1]
-        cdf[-1] = 1.0  # guard against the last bucket being missed through rounding
-        self.cdf = cdf
+        self.p = weights / weights.sum()
+        self.prob, self.alias = alias_table(self.p)
         self.rows = max(store_size // n_sample, 1) if n_sample > 0 else 0
         self.rng = np.random.default_rng(seed)
         self._store = None
@@ -28,10 +65,10 @@ class SampleStore:
 
     def _refill(self) -> None:
         self._refill_state = self.rng.bit_generator.state  # lets a checkpoint regenerate this store
-        u = self.rng.random((self.rows, self.n_sample))
-        samples = np.searchsorted(self.cdf, u, side="right")
-        np.minimum(samples, len(self.cdf) - 1, out=samples)
-        self._store = torch.from_numpy(samples.astype(np.int64)).to(self.device)
+        shape = (self.rows, self.n_sample)
+        idx = self.rng.integers(0, len(self.prob), size=shape)
+        keep = self.rng.random(shape) < self.prob[idx]
+        self._store = torch.from_numpy(np.where(keep, idx, self.alias[idx])).to(self.device)
         self._next = 0
 
     def next(self) -> torch.Tensor:
