@@ -2,7 +2,6 @@
 import numpy as np
 import torch
 
-
 from nextitem.training.sampler import SampleStore
 
 
