@@ -50,7 +50,7 @@ def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom):  # pragma: no cove
     return n_groups
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _adagrad_dense(W, acc, mom, G, lr, mu, eps, use_mom):  # pragma: no cover - compiled
     n = W.shape[0]
     chunk = 4096
