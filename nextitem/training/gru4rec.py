@@ -100,16 +100,19 @@ def _save_checkpoint(path, model, opt, step, store, history) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def _resumable(config: dict) -> dict:
+    """The parts of a config a checkpoint must share with the run resuming it (more epochs may be asked for)."""
+    return {k: v for k, v in config.items() if k != "n_epochs"}
+
+
 def _load_checkpoint(path, model, opt, step, store) -> list[dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     with safe_open(path, framework="pt") as f:
         meta = f.metadata() or {}
-    def comparable(config: dict) -> dict:  # more epochs may be asked for on resume
-        return {k: v for k, v in config.items() if k != "n_epochs"}
-
-    if "config" not in meta or comparable(json.loads(meta["config"])) != comparable(json.loads(json.dumps(to_dict(model.config)))) \
+    ours = json.loads(json.dumps(to_dict(model.config)))  # as it would read back from JSON
+    if "config" not in meta or _resumable(json.loads(meta["config"])) != _resumable(ours) \
             or int(meta.get("n_items", -1)) != model.net.n_items:
         raise ConfigError(f"{path}: this checkpoint belongs to another configuration or dataset; "
                          "delete it or choose another checkpoint path.")
