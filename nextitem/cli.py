@@ -14,6 +14,7 @@ from importlib import resources
 from .config import ConfigError, load_param_file, parse_param_string
 from .data import Columns, DataError, SessionData, read_events
 from .data.paths import find_dataset
+from .data.recipes import RECIPES, prepare
 from .evaluation import TIE_MODES, evaluate_sessions
 from .models.gru4rec import GRU4Rec, GRU4RecConfig
 
@@ -106,6 +107,31 @@ def run_demo(args) -> int:
     return run_gru4rec(gru4rec_parser().parse_args(argv))
 
 
+def run_prepare(args) -> int:
+    options = {k: getattr(args, k) for k in ("tsplit", "test_days", "min_rating", "min_uc", "min_sc") if getattr(args, k) is not None}
+    if args.keep_untitled:
+        options["drop_untitled"] = False
+    stats = prepare(args.recipe, args.raw, args.out, **options)
+    for step, n in stats["steps"].items():
+        print(f"{step:<44}{n:>14,}")
+    rows = stats["files"]
+    columns = list(dict.fromkeys(k for r in rows.values() for k in r))
+    # counts with thousands separators; times as they are in the files
+    table = [["file", *columns]] + [
+        [name, *(f"{r[c]:,}" if isinstance(r.get(c), int) and not c.startswith("time") else str(r.get(c, "")) for c in columns)]
+        for name, r in rows.items()
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print(row[0].ljust(widths[0]) + "".join(cell.rjust(w + 2) for cell, w in zip(row[1:], widths[1:])))
+    print(f"Wrote {', '.join(rows)} and stats.json to {args.out}")
+    return 0
+
+
+def _number(text: str) -> int | float:
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def _cutoff(text: str) -> int:
     try:
         value = int(text)
@@ -155,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-s", "--save_model", metavar="MODEL_PATH")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=run_demo)
+    r = sub.add_parser("prepare", help="prepare a public dataset from its raw files (recipes: " + ", ".join(RECIPES) + ")",
+                       description="Run a preparation recipe on raw files; write the split files and stats.json into --out. "
+                       + "Recipes and their raw files: " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()) + ".")
+    r.add_argument("recipe", help=", ".join(RECIPES))
+    r.add_argument("--raw", nargs="+", required=True, metavar="FILE", help="the raw file(s) of the dataset")
+    r.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    r.add_argument("--tsplit", type=_number, help="session recipes: split time, in the data's unit (default: the recipe's)")
+    r.add_argument("--test-days", dest="test_days", type=_number, help="session recipes: days of test data (default: the recipe's)")
+    r.add_argument("--min-rating", dest="min_rating", type=_number, help="history recipes: keep ratings >= this (default 0)")
+    r.add_argument("--min-uc", dest="min_uc", type=int, help="history recipes: min interactions per user, k-core (default 5)")
+    r.add_argument("--min-sc", dest="min_sc", type=int, help="history recipes: min interactions per item, k-core (default 5)")
+    r.add_argument("--keep-untitled", action="store_true", help="history recipes: keep items that have no title in the item file")
+    r.set_defaults(func=run_prepare)
     return parser
 
 

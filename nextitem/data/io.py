@@ -139,6 +139,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path) + "-")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the result should read like any new file
     try:
         write(tmp)
         os.replace(tmp, path)
