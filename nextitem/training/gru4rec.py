@@ -44,14 +44,16 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
     log = log or (lambda msg: None)
     torch.manual_seed(cfg.seed)  # dropout masks off the CPU
     counts = data.item_counts()
-    store = SampleStore(counts, cfg.sample_alpha, cfg.n_sample, sample_store_size, seed=cfg.seed, device=device)
+    # independent streams for the samples and the dropout masks (one seed for both would correlate them)
+    sample_seed, dropout_seed = np.random.SeedSequence(cfg.seed).spawn(2)
+    store = SampleStore(counts, cfg.sample_alpha, cfg.n_sample, sample_store_size, seed=sample_seed, device=device)
     dense = net.dense_parameters()
     opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
     log_counts = None
     if cfg.loss == "cross-entropy" and cfg.logq > 0:
         log_counts = torch.from_numpy(np.log(np.maximum(counts, 1)).astype(np.float32)).to(device)
     keep_freed_memory()
-    step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(cfg.seed))
+    step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(dropout_seed))
     min_slots = 1 if cfg.n_sample > 0 else 2  # without samples a lone slot has no negatives
     history = []
     if checkpoint and os.path.exists(checkpoint):

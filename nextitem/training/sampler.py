@@ -51,7 +51,7 @@ def alias_table(p):  # pragma: no cover - compiled
 
 class SampleStore:
     def __init__(self, item_counts: np.ndarray, alpha: float, n_sample: int, store_size: int = 10_000_000,
-                 seed: int = 42, device="cpu"):
+                 seed: int | np.random.SeedSequence = 42, device="cpu"):
         self.n_sample = n_sample
         self.device = torch.device(device)
         weights = np.asarray(item_counts, dtype=np.float64) ** alpha
