@@ -84,3 +84,16 @@ def test_rank_accumulator_bad_cutoffs(cutoffs):
 def test_rank_accumulator_empty_is_nan():
     res = RankAccumulator((5,)).result()
     assert np.isnan(res["recall@5"]) and np.isnan(res["mrr@5"])
+
+
+@pytest.mark.parametrize("mode", ["standard", "conservative", "median"])
+def test_fast_cpu_path_equals_torch_path(mode):
+    # float32 contiguous scores take the compiled counting kernel; float64 the plain torch ops
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randint(0, 6, (37, 301), generator=g).float()  # many ties
+    targets = torch.randint(0, 301, (37,), generator=g)
+    fast = target_ranks(scores, targets, mode)
+    plain = target_ranks(scores.double(), targets, mode)
+    strided = target_ranks(scores.t().contiguous().t(), targets, mode)  # non-contiguous: torch path
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(strided, plain)
