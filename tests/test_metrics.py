@@ -97,3 +97,16 @@ def test_fast_cpu_path_equals_torch_path(mode):
     strided = target_ranks(scores.t().contiguous().t(), targets, mode)  # non-contiguous: torch path
     torch.testing.assert_close(fast, plain)
     torch.testing.assert_close(strided, plain)
+
+
+@pytest.mark.parametrize("mode", ["standard", "conservative", "median"])
+@pytest.mark.parametrize("n", [1, 16, 37])
+def test_transposed_scores_with_bias_equal_plain_ranks(mode, n):
+    from nextitem.evaluation.metrics import target_ranks_transposed
+
+    g = torch.Generator().manual_seed(n)
+    st = torch.randint(0, 4, (301, n), generator=g).float()  # [items, rows], many ties
+    bias = torch.randint(0, 3, (301,), generator=g).float()
+    targets = torch.randint(0, 301, (n,), generator=g)
+    expected = target_ranks((st + bias.unsqueeze(1)).t().double(), targets, mode)
+    torch.testing.assert_close(target_ranks_transposed(st.contiguous(), bias, targets, mode), expected)

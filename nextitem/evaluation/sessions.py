@@ -15,7 +15,7 @@ import torch
 
 from ..data import SessionData
 from ..models.gru4rec import session_parallel_steps
-from .metrics import RankAccumulator, target_ranks
+from .metrics import RankAccumulator, target_ranks, target_ranks_transposed
 
 
 @dataclass
@@ -49,9 +49,17 @@ def evaluate_sessions(model, data: SessionData, cutoffs=(20,), mode: str = "stan
         from tqdm import tqdm
 
         bar = tqdm(total=data.n_predictions(), desc="evaluating", unit="pred", leave=False, mininterval=1.0)
+    fast = device.type == "cpu" and net.Wy.dtype == torch.float32
+    if fast:  # scores as Wy @ h^T into one reused buffer: the faster GEMM layout, no 100 MB allocations
+        buffer = torch.empty(net.n_items * H[0].shape[0], dtype=torch.float32)
+        Wy, By = net.Wy.detach(), net.By.detach()
     for x, y in session_parallel_steps(data, batch_size, H):
         h = net.step(table.index_select(0, x), H)
-        acc.add(target_ranks(net.score_all(h), y, mode))
+        if fast:
+            st = torch.mm(Wy, h.t().contiguous(), out=buffer[: net.n_items * len(x)].view(net.n_items, len(x)))
+            acc.add(target_ranks_transposed(st, By, y, mode))
+        else:
+            acc.add(target_ranks(net.score_all(h), y, mode))
         if bar is not None:
             bar.update(len(x))
     if bar is not None:
