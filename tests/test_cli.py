@@ -238,3 +238,17 @@ def test_exactly_one_of_ps_pf_l(files, capsys):
     with pytest.raises(SystemExit):
         main(["gru4rec", str(train)])
     capsys.readouterr()
+
+
+def test_unavailable_device_is_a_one_line_error(files, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        bad = f"cuda:{torch.cuda.device_count()}"  # one past the last device
+    else:
+        bad = "cuda:0"
+    d, train, test = files
+    code = main(["gru4rec", str(train), "-ps", "layers=8,n_epochs=1", "-d", bad, "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: device") and err.count("\n") == 1

@@ -282,6 +282,18 @@ class GRU4RecNet(nn.Module):
         return torch.addmm(self.By, h, self.Wy.t())
 
 
+def _check_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device name; use 'cpu' or 'cuda:0'.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r}: this torch build or machine has no CUDA; use -d cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
+    return device
+
+
 def session_parallel_steps(data: SessionData, batch_size: int, H: list[torch.Tensor], min_slots: int = 1):
     """Yield (input items, target items) tensors step by step over ``data``, session-parallel.
 
@@ -313,7 +325,7 @@ class GRU4Rec:
         elif params:
             config = GRU4RecConfig.from_dict({**to_dict(config), **params})
         self.config = config
-        self.device = torch.device(device)
+        self.device = _check_device(device)
         self.net: GRU4RecNet | None = None
         self.vocab: ItemVocab | None = None
 
