@@ -214,10 +214,6 @@ class GRU4RecNet(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.reset_parameters()
 
-    @property
-    def layer_sizes(self) -> list[int]:
-        return list(self.config.layers)
-
     def reset_parameters(self) -> None:
         gen = torch.Generator().manual_seed(self.config.seed)
         _uniform_blocks(self.Wy, 1, gen)
