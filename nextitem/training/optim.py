@@ -24,8 +24,10 @@ class AdagradM:
     def step_dense(self, grads: list[torch.Tensor]) -> None:
         """Update every dense parameter with its gradient (same order as ``dense``)."""
         if self.dense and self.dense[0].device.type == "cpu":
+            def flat(t):  # a flat numpy view, no copy
+                return t.detach().reshape(-1).numpy()
+
             for i, (p, g) in enumerate(zip(self.dense, grads)):
-                flat = lambda t: t.detach().reshape(-1).numpy()  # noqa: E731 - views, no copies
                 adagrad_dense(flat(p), flat(self.acc[i]), None if self.mom is None else flat(self.mom[i]),
                               flat(g.contiguous()), self.lr, self.momentum, self.eps)
             return
