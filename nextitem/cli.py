@@ -14,6 +14,7 @@ from importlib import resources
 from .config import ConfigError, load_param_file, parse_param_string
 from .data import Columns, DataError, SessionData, read_events
 from .data.paths import find_dataset
+from .data.download import add_command as add_download_command
 from .data.recipes import RECIPES, prepare
 from .evaluation import TIE_MODES, evaluate_sessions
 from .models.gru4rec import GRU4Rec, GRU4RecConfig
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-sc", dest="min_sc", type=int, help="history recipes: min interactions per item, k-core (default 5)")
     r.add_argument("--keep-untitled", action="store_true", help="history recipes: keep items that have no title in the item file")
     r.set_defaults(func=run_prepare)
+    add_download_command(sub)
     return parser
 
 
