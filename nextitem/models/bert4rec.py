@@ -83,7 +83,8 @@ class EncoderBlock(nn.Module):
     def __init__(self, cfg: BERT4RecConfig):
         super().__init__()
         self.n_heads, self.attn_p = cfg.n_heads, cfg.attn_dropout
-        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.q = nn.Linear(cfg.hidden, cfg.hidden)
+        self.kv = nn.Linear(cfg.hidden, 2 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.norm1 = nn.LayerNorm(cfg.hidden)
         self.ff_in = nn.Linear(cfg.hidden, cfg.ff_size)
@@ -91,12 +92,20 @@ class EncoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``keep`` [B, 1, 1, W] is True at real keys: padding is never attended to."""
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, take: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, W, d] -> [B, W, d], or [B, K, d] at the columns ``take`` [B, K] only (keys and values
+        still come from every position). ``keep`` [B, 1, 1, W] is True at real keys: padding is never
+        attended to."""
         B, W, d = x.shape
-        q, k, v = self.qkv(x).view(B, W, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        heads, dh = self.n_heads, d // self.n_heads
+        if take is not None:
+            x_out = x.gather(1, take.unsqueeze(-1).expand(-1, -1, d))
+        else:
+            x_out = x
+        q = self.q(x_out).view(B, -1, heads, dh).transpose(1, 2)
+        k, v = self.kv(x).view(B, W, 2, heads, dh).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.attn_p if self.training else 0.0)
-        x = self.norm1(x + self.drop(self.proj(a.transpose(1, 2).reshape(B, W, d))))
+        x = self.norm1(x_out + self.drop(self.proj(a.transpose(1, 2).reshape(B, -1, d))))
         # tanh-approximated GELU: the formula of BERT's TensorFlow code
         return self.norm2(x + self.drop(self.ff_out(F.gelu(self.ff_in(x), approximate="tanh"))))
 
@@ -128,17 +137,20 @@ class BERT4RecNet(SequenceNet):
         nn.init.zeros_(self.out_bias)
 
     # ------------------------------------------------------------------ network
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, W] tokens -> [B, W, hidden]. ``W`` may be below ``max_len``: positions count from the
-        right, so a narrower batch equals the same histories left-padded to ``max_len``."""
+    def encode(self, tokens: torch.Tensor, take: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, W] tokens -> [B, W, hidden], or [B, K, hidden] at the columns ``take`` [B, K]: the last
+        block then runs its queries and feed-forward there only (a fifth of the positions in training).
+
+        ``W`` may be below ``max_len``: positions count from the right, so a narrower batch equals the
+        same histories left-padded to ``max_len``."""
         W = tokens.shape[1]
         if W > self.max_len:
             raise ValueError(f"BERT4Rec: {W} tokens per row exceed max_len={self.max_len}; crop histories with left_pad(..., max_len).")
         x = self.item_emb(tokens) + self.pos_emb.weight[self.max_len - W:]
         x = self.drop(self.emb_norm(x))
         keep = (tokens != 0)[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, keep)
+        for i, block in enumerate(self.blocks):
+            x = block(x, keep, take if i == len(self.blocks) - 1 else None)
         return x
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -147,12 +159,17 @@ class BERT4RecNet(SequenceNet):
         return torch.addmm(self.out_bias, h, self.item_emb.weight[1:self.n_items + 1].t())
 
     def masked_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores at the masked positions only, [n_masked, n_items] in row-major order: the head and
-        the item softmax never run at the other positions."""
-        return self.logits(self.encode(batch["tokens"])[batch["labels"] >= 0])
+        """Scores at the masked positions only, [n_masked, n_items] in row-major order: the last
+        block's queries, the head and the item softmax never run at the other positions."""
+        chosen = batch["labels"] >= 0
+        # The chosen columns of each row first, in column order (a stable sort), padded to the
+        # row with the most; `real` marks which of those K slots are chosen columns.
+        take = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :int(chosen.sum(1).max())]
+        real = chosen.gather(1, take)
+        return self.logits(self.encode(batch["tokens"], take)[real])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = batch["labels"][batch["labels"] >= 0]
+        labels = batch["labels"][batch["labels"] >= 0]  # row-major, as masked_logits
         loss = F.cross_entropy(self.masked_logits(batch), labels, reduction="sum")
         return loss, torch.tensor(labels.numel(), device=labels.device)
 
@@ -160,7 +177,8 @@ class BERT4RecNet(SequenceNet):
         if not bool((tokens[:, -1] == self.mask_token).all()):
             raise ValueError(f"BERT4Rec scores at a [mask] after the history: the last token of each row must be "
                              f"{self.mask_token} (n_items + 1); build the rows with tokens_for_scoring(histories).")
-        return self.logits(self.encode(tokens)[:, -1])
+        last = torch.full((len(tokens), 1), tokens.shape[1] - 1, dtype=torch.long, device=tokens.device)
+        return self.logits(self.encode(tokens, last)[:, 0])
 
     def tokens_for_scoring(self, histories) -> torch.Tensor:
         # As narrow as the longest history allows: equal scores (positions count from the right),
