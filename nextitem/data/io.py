@@ -149,3 +149,27 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def read_tensor_file(path: str | os.PathLike, what: str = "nextitem model") -> tuple[dict, dict]:
+    """Tensors and string metadata of a safetensors file; reads data only, runs no code from it."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such {what} file.")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(path), meta
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{path}: not a {what} file (expected safetensors written by nextitem): {e}") from None

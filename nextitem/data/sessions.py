@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .io import Columns, DataError, validate_events
 
@@ -37,6 +38,26 @@ class ItemVocab:
 
     def to_ids(self, indices) -> np.ndarray:
         return self.ids.to_numpy()[np.asarray(indices)]
+
+    def to_tensors(self, prefix: str = "vocab.") -> tuple[dict[str, torch.Tensor], str]:
+        """The ids as tensors for a safetensors file (no pickles): int64, or UTF-8 bytes + offsets."""
+        ids = self.ids
+        if pd.api.types.is_integer_dtype(ids.dtype):
+            return {prefix + "int": torch.from_numpy(np.array(ids, dtype=np.int64))}, "int"  # a writable copy
+        encoded = [str(x).encode("utf-8") for x in ids]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+        return {prefix + "utf8": torch.from_numpy(np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()),
+                prefix + "offsets": torch.from_numpy(offsets)}, "str"
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], kind: str, prefix: str = "vocab.") -> "ItemVocab":
+        """Inverse of :meth:`to_tensors`; pops its entries from ``tensors``."""
+        if kind == "int":
+            return cls(pd.Index(tensors.pop(prefix + "int").numpy()))
+        raw = tensors.pop(prefix + "utf8").numpy().tobytes()
+        off = tensors.pop(prefix + "offsets").numpy()
+        return cls(pd.Index([raw[a:b].decode("utf-8") for a, b in zip(off[:-1], off[1:])], dtype=str))
 
 
 def _is_str(index: pd.Index) -> bool:

@@ -92,28 +92,40 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, mode: str = "stand
     return ranks_from_counts(above, ties, mode)
 
 
-class RankAccumulator:
-    """Accumulates Recall@N and MRR@N over predictions for several cutoffs."""
+METRICS = ("recall", "mrr", "ndcg", "hit")
 
-    def __init__(self, cutoffs=(20,)):
+
+class RankAccumulator:
+    """Accumulates rank metrics at several cutoffs over predictions with one target each.
+
+    With one target, Hit@N equals Recall@N; both names are offered because papers use both.
+    NDCG@N is 1 / log2(rank + 1) inside the cutoff (the ideal DCG of one relevant item is 1).
+    """
+
+    def __init__(self, cutoffs=(20,), metrics=("recall", "mrr")):
         self.cutoffs = sorted({int(c) for c in cutoffs})
         if not self.cutoffs or self.cutoffs[0] < 1:
             raise ValueError(f"cutoffs must be positive integers, got {list(cutoffs)}.")
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; use some of {', '.join(METRICS)}.")
+        self.metrics = tuple(metrics)
         self.n = 0
-        self.hits = {k: 0.0 for k in self.cutoffs}
-        self.rr = {k: 0.0 for k in self.cutoffs}
+        self.sums = {(m, k): 0.0 for m in ("hit", "mrr", "ndcg") for k in self.cutoffs}
 
     def add(self, ranks: torch.Tensor) -> None:
         ranks = ranks.detach().to("cpu", torch.float64)
         self.n += len(ranks)
         for k in self.cutoffs:
             inside = ranks <= k
-            self.hits[k] += float(inside.sum())
-            self.rr[k] += float((inside / ranks).sum())
+            self.sums["hit", k] += float(inside.sum())
+            self.sums["mrr", k] += float((inside / ranks).sum())
+            self.sums["ndcg", k] += float((inside / torch.log2(ranks + 1)).sum())
 
     def result(self) -> dict[str, float]:
         out = {}
-        for k in self.cutoffs:
-            out[f"recall@{k}"] = self.hits[k] / self.n if self.n else float("nan")
-            out[f"mrr@{k}"] = self.rr[k] / self.n if self.n else float("nan")
+        for m in self.metrics:
+            for k in self.cutoffs:
+                total = self.sums["hit" if m == "recall" else m, k]
+                out[f"{m}@{k}"] = total / self.n if self.n else float("nan")
         return out

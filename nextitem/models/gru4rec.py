@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import ConfigError, build, to_dict
 from ..data import Columns, ItemVocab, SessionData, session_parallel_rounds
-from ..data.io import DataError, atomic_write
+from ..data.io import DataError, atomic_write, read_tensor_file
 
 FORMAT = "nextitem.gru4rec/1"
 
@@ -390,48 +390,22 @@ class GRU4Rec:
         self._check_fitted()
         path = os.fspath(path)
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        ids = self.vocab.ids
-        if pd.api.types.is_integer_dtype(ids.dtype):
-            tensors["vocab.int"] = torch.from_numpy(np.array(ids, dtype=np.int64))  # a writable copy
-            kind = "int"
-        else:
-            encoded = [str(x).encode("utf-8") for x in ids]
-            lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
-            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            tensors["vocab.utf8"] = torch.from_numpy(np.frombuffer(b"".join(encoded), dtype=np.uint8).copy())
-            tensors["vocab.offsets"] = torch.from_numpy(offsets)
-            kind = "str"
+        vocab, kind = self.vocab.to_tensors()
+        tensors.update(vocab)
         meta = {"format": FORMAT, "config": json.dumps(to_dict(self.config)), "vocab": kind}
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GRU4Rec":
         """Load a model written by :meth:`save`. Reads tensors and JSON only; runs no code from the file."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such model file.")
-        try:
-            with safe_open(path, framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(path)
-        except (SafetensorError, OSError) as e:
-            raise DataError(f"{path}: not a nextitem model file (expected safetensors written by GRU4Rec.save): {e}") from None
+        tensors, meta = read_tensor_file(path, "GRU4Rec model")
         if meta.get("format") != FORMAT:
             raise DataError(f"{path}: not a GRU4Rec model of this nextitem version (format {meta.get('format')!r}, expected {FORMAT!r}).")
         config = GRU4RecConfig.from_dict(json.loads(meta["config"]), source=path)
-        if meta["vocab"] == "int":
-            ids = pd.Index(tensors.pop("vocab.int").numpy())
-        else:
-            raw = tensors.pop("vocab.utf8").numpy().tobytes()
-            off = tensors.pop("vocab.offsets").numpy()
-            ids = pd.Index([raw[a:b].decode("utf-8") for a, b in zip(off[:-1], off[1:])], dtype=str)
+        vocab = ItemVocab.from_tensors(tensors, meta["vocab"])
         model = cls(config, device=device)
-        model.vocab = ItemVocab(ids)
-        net = GRU4RecNet(config, len(ids))
+        model.vocab = vocab
+        net = GRU4RecNet(config, len(vocab))
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         model.net = net.to(model.device).eval()
         return model
