@@ -153,6 +153,8 @@ def test_batch_splits_by_rows_for_data_parallel_ranks():
     parts = [net({k: v[r::2] for k, v in batch.items()}) for r in range(2)]  # the trainer's split
     assert int(n) == sum(int(p[1]) for p in parts)
     assert torch.allclose(loss, sum(p[0] for p in parts), rtol=1e-5)
+    loss, n = net({k: v[:0] for k, v in batch.items()})  # a rank left without rows by a short last batch
+    assert float(loss.detach()) == 0.0 and int(n) == 0
 
 
 def test_loss_decreases_and_learns_a_cycle():

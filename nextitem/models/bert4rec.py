@@ -98,14 +98,12 @@ class EncoderBlock(nn.Module):
         attended to."""
         B, W, d = x.shape
         heads, dh = self.n_heads, d // self.n_heads
-        if take is not None:
-            x_out = x.gather(1, take.unsqueeze(-1).expand(-1, -1, d))
-        else:
-            x_out = x
-        q = self.q(x_out).view(B, -1, heads, dh).transpose(1, 2)
+        x_out = x if take is None else x.gather(1, take.unsqueeze(-1).expand(-1, -1, d))
+        n_out = x_out.shape[1]
+        q = self.q(x_out).view(B, n_out, heads, dh).transpose(1, 2)
         k, v = self.kv(x).view(B, W, 2, heads, dh).permute(2, 0, 3, 1, 4)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.attn_p if self.training else 0.0)
-        x = self.norm1(x_out + self.drop(self.proj(a.transpose(1, 2).reshape(B, -1, d))))
+        x = self.norm1(x_out + self.drop(self.proj(a.transpose(1, 2).reshape(B, n_out, d))))
         # tanh-approximated GELU: the formula of BERT's TensorFlow code
         return self.norm2(x + self.drop(self.ff_out(F.gelu(self.ff_in(x), approximate="tanh"))))
 
@@ -164,7 +162,8 @@ class BERT4RecNet(SequenceNet):
         chosen = batch["labels"] >= 0
         # The chosen columns of each row first, in column order (a stable sort), padded to the
         # row with the most; `real` marks which of those K slots are chosen columns.
-        take = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :int(chosen.sum(1).max())]
+        most = int(chosen.sum(1).max()) if len(chosen) else 0  # a data-parallel rank may get no rows
+        take = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :most]
         real = chosen.gather(1, take)
         return self.logits(self.encode(batch["tokens"], take)[real])
 
