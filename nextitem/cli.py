@@ -129,6 +129,21 @@ def run_prepare(args) -> int:
     return 0
 
 
+def run_tune(args) -> int:
+    from .tuning import resolve_space, tune  # imports Optuna, which the other commands do not need
+
+    if args.fixed_parameter_file:
+        fixed = load_param_file(resolve_param_file(args.fixed_parameter_file))
+    else:
+        fixed = parse_param_string(args.fixed_parameters or "")
+    summary = tune(args.model, args.path, args.valid, resolve_space(args.optuna_parameter_file), fixed,
+                   cutoff=args.measure, final_cutoffs=args.final_measure, primary=args.primary_metric, n_trials=args.ntrials,
+                   mode=args.eval_type, device=args.device, storage=args.storage, study_name=args.study_name, out=args.out,
+                   columns=Columns(session=args.session_key, item=args.item_key, time=args.time_key), seed=args.seed,
+                   options={"sample_store_size": args.sample_store_size}, verbose=not args.quiet)
+    return 130 if summary is None else 0
+
+
 def _number(text: str) -> int | float:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
@@ -196,6 +211,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-untitled", action="store_true", help="history recipes: keep items that have no title in the item file")
     r.set_defaults(func=run_prepare)
     add_download_command(sub)
+    t = sub.add_parser("tune", help="hyperparameter search (the official paropt.py's options): Optuna TPE, resumable",
+                       description="Search a parameter space with Optuna TPE, training on PATH and measuring on VALID_PATH; "
+                       "the study lives in a database, so running the same command again resumes it.")
+    t.add_argument("model", help="the model to tune (gru4rec)")
+    t.add_argument("path", metavar="PATH", help="training data (e.g. train_tr.tsv)")
+    t.add_argument("valid", metavar="VALID_PATH", help="validation data (e.g. train_valid.tsv)")
+    t.add_argument("-opf", "--optuna_parameter_file", required=True, metavar="SPACE",
+                   help="parameter space: JSON lines (name, dtype, values, step, log), or a shipped one (gru4rec_xe, gru4rec_bprmax)")
+    fx = t.add_mutually_exclusive_group()
+    fx.add_argument("-fp", "--fixed_parameters", metavar="PARAM_STRING", help="fixed parameters as k=v,k=v")
+    fx.add_argument("-fpf", "--fixed_parameter_file", metavar="FILE", help="fixed parameters from a parameter file (or a shipped one)")
+    t.add_argument("-m", "--measure", metavar="AT", type=_cutoff, default=20, help="the one cut-off the search optimizes (default: 20)")
+    t.add_argument("-fm", "--final_measure", metavar="AT", type=_cutoff, nargs="+", default=[1, 5, 10, 20],
+                   help="cut-offs of the final evaluation of the best parameters (default: 1 5 10 20)")
+    t.add_argument("-pm", "--primary_metric", choices=("recall", "mrr"), default="recall")
+    t.add_argument("-nt", "--ntrials", metavar="NT", type=int, default=20, help="complete trials to reach (default: 20)")
+    t.add_argument("-e", "--eval_type", choices=TIE_MODES, default="standard")
+    t.add_argument("-d", "--device", default="cpu")
+    t.add_argument("-ik", "--item_key", default="ItemId")
+    t.add_argument("-sk", "--session_key", default="SessionId")
+    t.add_argument("-tk", "--time_key", default="Time")
+    t.add_argument("-ss", "--sample_store_size", type=int, default=10_000_000)
+    t.add_argument("--storage", metavar="URL", help="study database (default: sqlite in OUT/study.db)")
+    t.add_argument("--study-name", dest="study_name", help="default: the space file's name")
+    t.add_argument("--out", default="tune", metavar="DIR", help="best_params.py and summary.json go here (default: tune)")
+    t.add_argument("--seed", type=int, default=42, help="seeds the sampler and, unless fixed, the model (default: 42)")
+    t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    t.set_defaults(func=run_tune)
     return parser
 
 
