@@ -10,6 +10,9 @@ import os
 import sys
 import time
 from importlib import resources
+from pathlib import Path
+
+import torch
 
 from .config import ConfigError, load_param_file, parse_param_string
 from .data import Columns, DataError, SessionData, read_events
@@ -144,6 +147,39 @@ def run_tune(args) -> int:
     return 130 if summary is None else 0
 
 
+def _params(args) -> dict:
+    params = load_param_file(args.config, variable="params") if args.config else {}
+    return {**params, **parse_param_string(args.params or "")}
+
+
+def run_train(args) -> int:
+    from .pipeline.experiment import run_experiment
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_experiment(args.model, args.data, _params(args), out=args.out, device=args.device, sampled=args.sampled,
+                   negatives=args.negatives, progress=not args.quiet)
+    return 0
+
+
+def run_evaluate(args) -> int:
+    from .data.histories import LeaveOneOut, read_histories
+    from .pipeline.experiment import evaluate_all, load_model, resolve_data
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model_file, device=args.device)
+    loo = LeaveOneOut.from_histories(read_histories(resolve_data(args.data)))
+    out = args.out or os.path.dirname(os.path.abspath(args.model_file))
+    name = f"eval_{args.split}.json"
+    results = evaluate_all(model, loo, Path(out), splits=(args.split,), sampled=args.sampled, negatives=args.negatives,
+                           filename=name)
+    for result in results.values():
+        print(result.table())
+    print(f"Saved {os.path.join(out, name)}")
+    return 0
+
+
 def _number(text: str) -> int | float:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
@@ -239,7 +275,41 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=42, help="seeds the sampler and, unless fixed, the model (default: 42)")
     t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     t.set_defaults(func=run_tune)
+    _add_sequential_commands(sub)
     return parser
+
+
+def _add_sequential_commands(sub) -> None:
+    from .pipeline.experiment import MODEL_NAMES
+
+    t = sub.add_parser("train", help="train and evaluate a user-history model (sasrec, bert4rec, lrurec, gru4rec) on a dataset folder",
+                       description="Train MODEL on the leave-one-out split of DATA (a folder with interactions.tsv or RecBole "
+                       "atomic files, or a name under sequences/ of the data root such as ml-1m), with early stopping on "
+                       "validation; then evaluate validation and test by full ranking. Everything goes to an experiment "
+                       "folder; running the same command again resumes from its checkpoint.")
+    t.add_argument("model", choices=MODEL_NAMES)
+    t.add_argument("data", metavar="DATA", help="dataset folder or name (ml-1m, beauty, games, ml-100k)")
+    t.add_argument("-c", "--config", metavar="FILE", help="parameters from a .toml/.json file (flat, or [model] and [train] tables)")
+    t.add_argument("-p", "--params", metavar="k=v,...", help="parameters that override the file, e.g. hidden=64,lr=0.001,epochs=50")
+    t.add_argument("--out", metavar="DIR", help="experiment folder (default: experiments/MODEL/DATASET/seedSEED)")
+    _add_eval_options(t)
+    t.set_defaults(func=run_train)
+    e = sub.add_parser("evaluate", help="evaluate a saved model on a dataset folder (full ranking; sampled only when asked)")
+    e.add_argument("model_file", metavar="MODEL_FILE", help="a model.safetensors written by nextitem train")
+    e.add_argument("data", metavar="DATA", help="dataset folder or name")
+    e.add_argument("--split", choices=("valid", "test"), default="test")
+    e.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: the model's folder)")
+    _add_eval_options(e)
+    e.set_defaults(func=run_evaluate)
+
+
+def _add_eval_options(p) -> None:
+    p.add_argument("--sampled", type=int, default=0, metavar="N",
+                   help="also rank the test target among N negatives drawn once with a seed (labelled sampled); 0 = off")
+    p.add_argument("--negatives", choices=("uniform", "popularity"), default="uniform", help="how sampled negatives are drawn")
+    p.add_argument("-d", "--device", default="cpu", help="cpu or cuda:N (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv=None) -> int:

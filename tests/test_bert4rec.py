@@ -13,7 +13,7 @@ N_ITEMS = 40
 
 def tiny(**params) -> BERT4RecNet:
     torch.manual_seed(0)
-    cfg = BERT4RecConfig(**{"hidden": 16, "n_heads": 2, "max_len": 12, "dropout": 0.0, "attn_dropout": 0.0, **params})
+    cfg = BERT4RecConfig(**{"hidden": 16, "heads": 2, "max_len": 12, "dropout": 0.0, "attn_dropout": 0.0, **params})
     return BERT4RecNet(cfg, N_ITEMS).eval()
 
 
@@ -159,7 +159,7 @@ def test_batch_splits_by_rows_for_data_parallel_ranks():
 
 def test_loss_decreases_and_learns_a_cycle():
     torch.manual_seed(0)
-    net = BERT4RecNet(BERT4RecConfig(hidden=32, n_heads=2, max_len=10, dropout=0.0, attn_dropout=0.0, mask_prob=0.3), 12)
+    net = BERT4RecNet(BERT4RecConfig(hidden=32, heads=2, max_len=10, dropout=0.0, attn_dropout=0.0, mask_prob=0.3), 12)
     rng = np.random.default_rng(8)
     hs = [(np.arange(int(rng.integers(3, 11))) + int(rng.integers(12))) % 12 for _ in range(48)]  # i -> i + 1 (mod 12)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -178,7 +178,7 @@ def test_loss_decreases_and_learns_a_cycle():
 
 # ---------------------------------------------------------------- save / load, config
 def test_save_load_gives_identical_scores(tmp_path):
-    model = BERT4Rec(hidden=16, n_heads=4, max_len=9, mask_prob=0.4).init(N_ITEMS, seed=3)
+    model = BERT4Rec(hidden=16, heads=4, max_len=9, mask_prob=0.4).init(N_ITEMS, seed=3)
     hs = histories(5)
     before = model.score(hs)
     model.save(tmp_path / "b.safetensors")
@@ -193,8 +193,8 @@ def test_unknown_key_suggests_the_nearest_name():
 
 
 @pytest.mark.parametrize("params, name", [
-    ({"hidden": 64, "n_heads": 3}, "hidden"), ({"dropout": 1.0}, "dropout"), ({"attn_dropout": -0.1}, "attn_dropout"),
-    ({"mask_prob": 0.0}, "mask_prob"), ({"max_len": 1}, "max_len"), ({"n_layers": 0}, "n_layers"),
+    ({"hidden": 64, "heads": 3}, "hidden"), ({"dropout": 1.0}, "dropout"), ({"attn_dropout": -0.1}, "attn_dropout"),
+    ({"mask_prob": 0.0}, "mask_prob"), ({"max_len": 1}, "max_len"), ({"blocks": 0}, "blocks"),
     ({"d_ff": -1}, "d_ff"), ({"mask_rule": "random"}, "mask_rule"), ({"crop": "first"}, "crop"),
 ])
 def test_bad_values_name_the_key(params, name):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .io import DataError
-from .sessions import ItemVocab
+from .sessions import ItemVocab, SessionData
 
 
 @dataclass
@@ -188,3 +188,13 @@ class LeaveOneOut:
         test = Split(users=evaluated, inputs=[data.history(u)[:-1] for u in evaluated],
                      targets=np.array([data.history(u)[-1] for u in evaluated], dtype=np.int64), name="test")
         return cls(data=data, train=train, valid=valid, test=test)
+
+    def train_sessions(self) -> SessionData:
+        """The training histories as sessions (one per user, same item indices), for GRU4Rec."""
+        lengths = np.array([len(h) for h in self.train], dtype=np.int64)
+        keep = np.flatnonzero(lengths > 0)
+        offsets = np.zeros(len(keep) + 1, dtype=np.int64)
+        np.cumsum(lengths[keep], out=offsets[1:])
+        items = np.concatenate([self.train[u] for u in keep]).astype(np.int32)
+        return SessionData(items=items, offsets=offsets, order=np.arange(len(keep), dtype=np.int64), vocab=self.data.vocab,
+                           session_ids=self.data.user_ids[keep], source=self.data.source)

@@ -33,8 +33,8 @@ class BERT4RecConfig:
     mask_prob 0.6, max_len 50). Optimiser settings live in the trainer's config."""
 
     hidden: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
+    blocks: int = 2
+    heads: int = 2
     d_ff: int = 0  # 0 = 4 * hidden (256 at the defaults), as in BERT
     dropout: float = 0.2
     attn_dropout: float = 0.2
@@ -52,12 +52,12 @@ class BERT4RecConfig:
         def bad(name, why):
             raise ConfigError(f"BERT4Rec: {name}={getattr(self, name)!r} {why}")
 
-        for name in ("hidden", "n_layers", "n_heads"):
+        for name in ("hidden", "blocks", "heads"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1.")
-        if self.hidden % self.n_heads:
-            bad("hidden", f"must be divisible by n_heads={self.n_heads} (each head gets hidden / n_heads dimensions); "
-                          f"e.g. hidden={self.n_heads * max(1, round(self.hidden / self.n_heads))}.")
+        if self.hidden % self.heads:
+            bad("hidden", f"must be divisible by heads={self.heads} (each head gets hidden / heads dimensions); "
+                          f"e.g. hidden={self.heads * max(1, round(self.hidden / self.heads))}.")
         if self.d_ff < 0:
             bad("d_ff", "must be >= 0 (0 means 4 * hidden).")
         for name in ("dropout", "attn_dropout"):
@@ -82,7 +82,7 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, cfg: BERT4RecConfig):
         super().__init__()
-        self.n_heads, self.attn_p = cfg.n_heads, cfg.attn_dropout
+        self.heads, self.attn_p = cfg.heads, cfg.attn_dropout
         self.q = nn.Linear(cfg.hidden, cfg.hidden)
         self.kv = nn.Linear(cfg.hidden, 2 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
@@ -97,7 +97,7 @@ class EncoderBlock(nn.Module):
         still come from every position). ``keep`` [B, 1, 1, W] is True at real keys: padding is never
         attended to."""
         B, W, d = x.shape
-        heads, dh = self.n_heads, d // self.n_heads
+        heads, dh = self.heads, d // self.heads
         x_out = x if take is None else x.gather(1, take.unsqueeze(-1).expand(-1, -1, d))
         n_out = x_out.shape[1]
         q = self.q(x_out).view(B, n_out, heads, dh).transpose(1, 2)
@@ -120,7 +120,7 @@ class BERT4RecNet(SequenceNet):
         self.pos_emb = nn.Embedding(config.max_len, d)
         self.emb_norm = nn.LayerNorm(d)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.blocks))
         self.head = nn.Linear(d, d)
         self.head_norm = nn.LayerNorm(d)
         self.out_bias = nn.Parameter(torch.zeros(n_items))
