@@ -180,6 +180,59 @@ def run_evaluate(args) -> int:
     return 0
 
 
+def run_retrieve(args) -> int:
+    from .pipeline.two_stage import train_retrieval
+
+    _threads(args)
+    train_retrieval(args.method, args.data, _params(args), top_k=args.retrieval_top_k, root=args.root, device=args.device,
+                    progress=not args.quiet)
+    return 0
+
+
+def run_rerank(args) -> int:
+    from .pipeline.two_stage import train_reranker
+
+    _threads(args)
+    train_reranker(args.method, args.data, args.mode, _params(args), retrieval_method=args.retrieval_method,
+                   rerank_top_k=args.rerank_top_k, root=args.root, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def run_pipeline(args) -> int:
+    from .pipeline.two_stage import train_reranker, train_retrieval
+
+    _threads(args)
+    retrieval_params = parse_param_string(args.retrieval_params or "")
+    print(f"=== Stage 1: {args.retrieval_method} retrieves the top {args.retrieval_top_k}")
+    train_retrieval(args.retrieval_method, args.data, retrieval_params, top_k=args.retrieval_top_k, root=args.root,
+                    device=args.device, progress=not args.quiet)
+    print(f"=== Stage 2: {args.rerank_method} reranks the top {args.rerank_top_k} ({args.rerank_mode} mode)")
+    train_reranker(args.rerank_method, args.data, args.rerank_mode, _params(args), retrieval_method=args.retrieval_method,
+                   rerank_top_k=args.rerank_top_k, root=args.root, device=args.device, progress=not args.quiet,
+                   retrieval_seed=int(retrieval_params.get("seed", 42)))
+    return 0
+
+
+def run_offline_eval(args) -> int:
+    from .pipeline.two_stage import evaluate_saved_reranker, retrieval_only, stage_dir
+
+    split = {"val": "valid"}.get(args.split, args.split)
+    if args.mode == "retrieval":
+        result = retrieval_only(args.retrieval_method, args.data, split, seed=args.seed, root=args.root, top_k=args.retrieval_top_k)
+    else:
+        model_file = stage_dir("rerank", args.rerank_method, args.data, args.seed, args.root) / "model.safetensors"
+        result = evaluate_saved_reranker(model_file, args.data, "retrieval" if args.mode == "full" else "ground_truth",
+                                         args.retrieval_method, args.rerank_top_k, split, seed=args.seed, root=args.root,
+                                         device=args.device)
+    print(result.table())
+    return 0
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+
+
 def _number(text: str) -> int | float:
     return int(text) if text.lstrip("-").isdigit() else float(text)
 
@@ -276,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     t.set_defaults(func=run_tune)
     _add_sequential_commands(sub)
+    _add_two_stage_commands(sub)
     return parser
 
 
@@ -301,6 +355,57 @@ def _add_sequential_commands(sub) -> None:
     e.add_argument("--out", metavar="DIR", help="where metrics.json goes (default: the model's folder)")
     _add_eval_options(e)
     e.set_defaults(func=run_evaluate)
+
+
+def _add_two_stage_commands(sub) -> None:
+    from .pipeline.experiment import MODEL_NAMES
+
+    def common(p, params_help="model and training parameters k=v,... (see nextitem train)"):
+        p.add_argument("data", metavar="DATA", help="dataset folder or name (beauty, games, ml-1m, ml-100k)")
+        p.add_argument("-c", "--config", metavar="FILE", help="parameters from a .toml/.json file")
+        p.add_argument("-p", "--params", metavar="k=v,...", help=params_help)
+        p.add_argument("--root", default="experiments", help="experiments folder (default: experiments)")
+        p.add_argument("-d", "--device", default="cpu")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("retrieve", help="stage 1: train a retriever and write its top-K candidates (retrieved.csv)")
+    r.add_argument("method", choices=MODEL_NAMES, help="the retriever (the seed's default: lrurec)")
+    r.add_argument("--retrieval-top-k", dest="retrieval_top_k", type=int, default=20)
+    common(r)
+    r.set_defaults(func=run_retrieve)
+
+    k = sub.add_parser("rerank", help="stage 2 standalone: train a reranker and evaluate it (retrieval or ground_truth mode)")
+    k.add_argument("method", choices=MODEL_NAMES, help="the reranker (the seed's sequential one: bert4rec)")
+    k.add_argument("--mode", choices=("retrieval", "ground_truth"), default="retrieval",
+                   help="retrieval: rerank stage 1's candidates, all users counted; ground_truth: target + 19 seeded negatives (sampled-20)")
+    k.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec")
+    k.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
+    common(k)
+    k.set_defaults(func=run_rerank)
+
+    e = sub.add_parser("pipeline", help="train both stages end to end: retrieve, then rerank")
+    e.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec", choices=MODEL_NAMES)
+    e.add_argument("--retrieval-top-k", dest="retrieval_top_k", type=int, default=20)
+    e.add_argument("--retrieval-params", dest="retrieval_params", metavar="k=v,...", help="the retriever's parameters")
+    e.add_argument("--rerank-method", dest="rerank_method", default="bert4rec", choices=MODEL_NAMES)
+    e.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
+    e.add_argument("--rerank-mode", dest="rerank_mode", choices=("retrieval", "ground_truth"), default="retrieval")
+    common(e, params_help="the reranker's parameters k=v,...")
+    e.set_defaults(func=run_pipeline)
+
+    o = sub.add_parser("offline-eval", help="evaluate saved stages: --mode retrieval | full | rerank_only, --split val | test")
+    o.add_argument("--mode", choices=("retrieval", "full", "rerank_only"), required=True)
+    o.add_argument("--split", choices=("val", "valid", "test"), default="test")
+    o.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec")
+    o.add_argument("--retrieval-top-k", dest="retrieval_top_k", type=int, default=None)
+    o.add_argument("--rerank-method", dest="rerank_method", default="bert4rec")
+    o.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
+    o.add_argument("--seed", type=int, default=42)
+    o.add_argument("data", metavar="DATA")
+    o.add_argument("--root", default="experiments")
+    o.add_argument("-d", "--device", default="cpu")
+    o.set_defaults(func=run_offline_eval)
 
 
 def _add_eval_options(p) -> None:

@@ -1,0 +1,1 @@
+"""Stage 2: candidate sets between the stages and the rerankers that order them."""
