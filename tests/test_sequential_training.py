@@ -15,7 +15,7 @@ from nextitem.training.sequential import TrainConfig, train
 
 from .sequential_contract import toy_histories
 
-MODEL = {"hidden": 16, "max_len": 10, "loss": "ce", "dropout": 0.0}
+MODEL = {"hidden": 16, "max_len": 10, "loss": "ce", "dropout": 0.0, "attn_dropout": 0.0}
 
 
 def toy_data(n_users=40):
@@ -102,3 +102,14 @@ def test_ddp_with_two_cpu_processes_matches_one_process(tmp_path):
     single = weights(run(epochs=2))
     for k, v in single.items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_windows_cover_every_target_once():
+    from nextitem.training.sequential import training_sequences
+
+    h = np.arange(23)
+    parts = training_sequences([h, np.arange(1), np.arange(5)], max_len=6, windows=True)
+    targets = [t for p in parts for t in p[1:]]  # each window predicts its items after the first
+    assert sorted(targets) == sorted(list(range(1, 23)) + list(range(1, 5)))
+    assert all(len(p) <= 7 for p in parts)
+    assert [len(p) for p in training_sequences([h, np.arange(1)], 6, windows=False)] == [23]

@@ -42,6 +42,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
     seed: int = 42
     ties: Literal["standard", "conservative", "median"] = "conservative"
+    # Long histories: False trains on each user's newest max_len items (SASRec); True also on the
+    # older windows, every target once per epoch (the official LRURec / BERT4Rec-VAE data).
+    windows: bool = False
 
     def __post_init__(self):
         def bad(name, why):
@@ -104,7 +107,8 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
         log(f"Resumed from {checkpoint} after epoch {state['epoch']}")
     wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
 
-    trainable = np.flatnonzero([len(h) >= 2 for h in data.train])
+    sequences = training_sequences(data.train, net.max_len, cfg.windows)
+    trainable = np.arange(len(sequences))
     steps = math.ceil(len(trainable) / cfg.batch_size)
     while state["epoch"] < cfg.epochs and not (cfg.patience and state["bad_evals"] >= cfg.patience):
         epoch = state["epoch"] + 1
@@ -114,7 +118,7 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
         bar = _bar(steps, f"epoch {epoch}", progress and rank == 0)
         for step in range(steps):
             users = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            batch = net.make_batch([data.train[u] for u in users], rng)  # the global batch, same on every rank
+            batch = net.make_batch([sequences[u] for u in users], rng)  # the global batch, same on every rank
             local = {k: v[rank::world].to(device, non_blocking=True) for k, v in batch.items()}
             loss_sum, n = wrapped(local)
             n_global = n.detach().clone().float()
@@ -162,6 +166,23 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
     model.history = state["history"]
     model.best_epoch = state["best_epoch"]
     return state["history"]
+
+
+def training_sequences(histories: list[np.ndarray], max_len: int, windows: bool) -> list[np.ndarray]:
+    """What one epoch trains on: each history of >= 2 items, or with ``windows`` its windows of
+    max_len + 1 items from the newest backwards, overlapping by one so every target occurs once."""
+    out = []
+    for h in histories:
+        if len(h) < 2:
+            continue
+        if not windows:
+            out.append(h)
+            continue
+        end = len(h)
+        while end >= 2:
+            out.append(h[max(0, end - max_len - 1):end])
+            end -= max_len
+    return out
 
 
 def _bar(total, desc, enabled):
