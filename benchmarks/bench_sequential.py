@@ -19,9 +19,9 @@ import time
 # The papers' settings: max length 200 on MovieLens, 50 on Amazon; SASRec's 0.2 / 0.5 dropout;
 # LRURec and BERT4Rec as in their official configs. Cross-entropy SASRec is the full-ranking setup.
 CONFIGS = {
-    ("sasrec", "ml-1m"): dict(hidden=64, blocks=2, heads=2, dropout=0.2, max_len=200, loss="ce", lr=1e-3, weight_decay=0.01),
-    ("sasrec", "beauty"): dict(hidden=64, blocks=2, heads=2, dropout=0.5, max_len=50, loss="ce", lr=1e-3, weight_decay=0.01),
-    ("lrurec", "ml-1m"): dict(hidden=64, dropout=0.2, attn_dropout=0.2, max_len=200, lr=1e-3, weight_decay=0.01),
+    ("sasrec", "ml-1m"): dict(hidden=64, blocks=2, heads=2, dropout=0.2, attn_dropout=0.0, max_len=200, loss="ce", lr=1e-3, weight_decay=0.01),
+    ("sasrec", "beauty"): dict(hidden=64, blocks=2, heads=2, dropout=0.5, attn_dropout=0.0, max_len=50, loss="ce", lr=1e-3, weight_decay=0.01),
+    ("lrurec", "ml-1m"): dict(hidden=64, dropout=0.2, attn_dropout=0.2, max_len=200, lr=1e-3, weight_decay=0.01, windows=True),
     ("lrurec", "beauty"): dict(hidden=64, dropout=0.5, attn_dropout=0.5, max_len=50, lr=1e-3, weight_decay=0.01),
     ("bert4rec", "ml-1m"): dict(hidden=64, dropout=0.2, attn_dropout=0.2, mask_prob=0.2, max_len=200, lr=1e-3),
     ("bert4rec", "beauty"): dict(hidden=64, dropout=0.5, attn_dropout=0.5, mask_prob=0.6, max_len=50, lr=1e-3),
