@@ -137,7 +137,7 @@ class LLMReranker:
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:
         ids = [self.tokenizer.encode(p) for p in prompts]
         longest = max(map(len, ids), default=0)
-        if longest > self.config.max_length + 8:  # a small margin: builders cut by the same count
+        if longest > self.config.max_length:
             raise ValueError(f"a prompt has {longest} tokens, above max_length={self.config.max_length}; build prompts "
                              "with this reranker's prompts() (it cuts the history), or raise max_length.")
         return ids
