@@ -24,10 +24,12 @@ def write_json(obj, path: str) -> None:
 
 def session_file_stats(lf: pl.LazyFrame, units_per_day: int) -> dict:
     """Events, sessions, items and the time span of a SessionId/ItemId/Time frame."""
-    row = lf.select(
-        events=pl.len(), sessions=pl.col("SessionId").n_unique(), items=pl.col("ItemId").n_unique(),
-        time_min=pl.col("Time").min(), time_max=pl.col("Time").max(),
-    ).collect().row(0, named=True)
+    # three streaming passes: with both n_unique in one query Polars held ~35 bytes per event (measured)
+    row = lf.select(events=pl.len(), time_min=pl.col("Time").min(), time_max=pl.col("Time").max()).collect(
+        engine="streaming").row(0, named=True)
+    for name, column in (("sessions", "SessionId"), ("items", "ItemId")):
+        row[name] = lf.select(pl.col(column).n_unique()).collect(engine="streaming").item()
+    row = {k: row[k] for k in ("events", "sessions", "items", "time_min", "time_max")}
     span = (row["time_max"] - row["time_min"]) / units_per_day if row["events"] else 0.0
     return {**row, "days": round(span, 4)}
 

@@ -3,6 +3,8 @@
 Frames here have the columns SessionId, ItemId, Time and ``_row`` (the raw row number). Events with
 equal timestamps keep their raw-file order: ``_row`` breaks every tie, never the item id (sorting
 ties by item id plants an artificial increasing-id pattern in the sequences).
+The filters and splits collect the keys they keep (sessions, items) in a streaming pass and return
+the events as a lazy filter on them: memory grows with the keys, never with the events.
 """
 from __future__ import annotations
 
@@ -30,10 +32,26 @@ def drop_consecutive_repeats(events: pl.LazyFrame) -> pl.LazyFrame:
     return events.sort(*ORDER).filter(~same.fill_null(False))
 
 
+def column_values(lf: pl.LazyFrame, column: str) -> pl.Series:
+    """The ``column`` of a small result (keys of sessions, items), computed in one streaming pass."""
+    return lf.select(column).collect(engine="streaming").to_series()
+
+
+def keep_rows_with(events: pl.LazyFrame, column: str, keys: pl.Series) -> pl.LazyFrame:
+    # a filter streams in constant memory; a semi-join of the events with a query on those same
+    # events made Polars' streaming engine hold ~15-45 bytes per event (measured), which grows
+    # with the raw file instead of with the number of sessions or items
+    return events.filter(pl.col(column).is_in(keys.implode()))
+
+
 def keep_frequent(events: pl.LazyFrame, column: str, minimum: int) -> pl.LazyFrame:
-    """The events whose ``column`` value occurs at least ``minimum`` times (a semi-join: streams, keeps no list in Python)."""
+    """The events whose ``column`` value occurs at least ``minimum`` times.
+
+    The frequent values are collected first (memory grows with the number of distinct values,
+    not of events); the events are then filtered lazily.
+    """
     frequent = events.group_by(column).agg(pl.len().alias("_n")).filter(pl.col("_n") >= minimum)
-    return events.join(frequent.select(column), on=column, how="semi")
+    return keep_rows_with(events, column, column_values(frequent, column))
 
 
 def drop_short_sessions(events: pl.LazyFrame, min_length: int = 2) -> pl.LazyFrame:
@@ -63,7 +81,7 @@ def split_by_start(events: pl.LazyFrame, starts: pl.LazyFrame, boundary) -> tupl
 
     The test part is not filtered to the training items: the evaluation does that.
     """
-    test = events.join(starts.filter(pl.col("_start") >= boundary).select("SessionId"), on="SessionId", how="semi")
+    test = keep_rows_with(events, "SessionId", column_values(starts.filter(pl.col("_start") >= boundary), "SessionId"))
     train = drop_short_sessions(events.filter(pl.col("Time") < boundary), 2)
     return train, test
 
@@ -81,8 +99,9 @@ def split_by_end(events: pl.LazyFrame, tday, ws: Workspace) -> tuple[pl.LazyFram
     The test part keeps only items seen in train, then only sessions of length >= 2.
     """
     tmax = ws.scalar(pl.col("Time").max(), events)
-    ends = events.group_by("SessionId").agg(pl.col("Time").max().alias("_end"))
-    train = events.join(ends.filter(pl.col("_end") < tmax - tday).select("SessionId"), on="SessionId", how="semi")
-    test = events.join(ends.filter(pl.col("_end") >= tmax - tday).select("SessionId"), on="SessionId", how="semi")
-    test = test.join(train.select("ItemId").unique(), on="ItemId", how="semi")
+    ends = events.group_by("SessionId").agg(pl.col("Time").max().alias("_end")).collect(engine="streaming")
+    late = ends["_end"] >= tmax - tday
+    train = keep_rows_with(events, "SessionId", ends.filter(~late)["SessionId"])
+    test = keep_rows_with(events, "SessionId", ends.filter(late)["SessionId"])
+    test = keep_rows_with(test, "ItemId", column_values(train.select("ItemId").unique(), "ItemId"))
     return train, drop_short_sessions(test, 2)

@@ -2,10 +2,12 @@
 
 Every recipe is a chain of lazy queries. Between steps the result is streamed to a Parquet file
 in a temporary folder (``Workspace.save``) and scanned again, so an iterative filter does not
-rebuild an ever longer query plan. Filters, group-bys and semi-joins stream (their memory grows
-with the number of sessions, users or items, not of events). The steps that need the events in
-order (sessions, repeats, the written files) sort one bucket of sessions or users at a time
-(``Workspace.buckets``), so memory holds about ROWS_PER_BUCKET rows, not the whole data.
+rebuild an ever longer query plan. Filters and group-bys stream (their memory grows with the
+number of sessions, users or items, not of events); a semi-join of the events with a query on
+themselves does not (session_rules.keep_rows_with says what is used instead). The steps that
+need the events in order (sessions, repeats, the written files) sort one bucket of sessions or
+users at a time (``Workspace.buckets``), so memory holds about ROWS_PER_BUCKET rows, not the
+whole data.
 """
 from __future__ import annotations
 
@@ -125,7 +127,7 @@ def _check(path: str, stage: pl.LazyFrame, raw: pl.LazyFrame, fmt: RawFormat, co
     found = stage.select(
         *[cond.sum().alias(f"n_{name}") for name, cond in bad.items()],
         *[pl.col(ROW).filter(cond).min().alias(f"first_{name}") for name, cond in bad.items()],
-    ).collect().row(0, named=True)
+    ).collect(engine="streaming").row(0, named=True)
     for name in bad:
         if found[f"n_{name}"]:
             row = int(found[f"first_{name}"]) - row_offset
@@ -185,7 +187,7 @@ class Workspace:
         if n <= 1:
             return [stage]
         if ordered:
-            lo, hi = stage.select(pl.col(key).min().alias("lo"), pl.col(key).max().alias("hi")).collect().row(0)
+            lo, hi = stage.select(pl.col(key).min().alias("lo"), pl.col(key).max().alias("hi")).collect(engine="streaming").row(0)
             bucket = (pl.col(key) - lo) * n // (hi - lo + 1)
         else:
             bucket = pl.col(key).hash(seed=0) % n
@@ -213,9 +215,9 @@ class Workspace:
 
     @staticmethod
     def rows(lf: pl.LazyFrame) -> int:
-        return lf.select(pl.len()).collect().item()
+        return lf.select(pl.len()).collect(engine="streaming").item()
 
     @staticmethod
     def scalar(expr: pl.Expr, lf: pl.LazyFrame):
-        return lf.select(expr).collect().item()
+        return lf.select(expr).collect(engine="streaming").item()
 
