@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import pytest
 import torch
-from conftest import DEFAULT_NUMBA_THREADS
+from .conftest import DEFAULT_NUMBA_THREADS
 
 from nextitem.training.kernels import adagrad_dense, adagrad_rows
 from nextitem.training.optim import AdagradM, coalesce_rows
