@@ -25,6 +25,35 @@ def toy_histories(n_users=24, n_items=30, seed=0, min_len=3, max_len=15):
     return out
 
 
+def history_frame(histories, user="u{}", item="i{}"):
+    """UserId / ItemId / Time rows of ``histories`` (Time = position in the history)."""
+    import pandas as pd
+
+    rows = [(user.format(u), item.format(int(i)), t) for u, h in enumerate(histories) for t, i in enumerate(h)]
+    return pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"])
+
+
+def write_history_folder(path, histories):
+    """A dataset folder with interactions.tsv, as ``nextitem train`` reads it."""
+    path.mkdir(parents=True, exist_ok=True)
+    history_frame(histories).to_csv(path / "interactions.tsv", sep="\t", index=False)
+    return path
+
+
+def adam_steps(net, histories, rng, steps=30, lr=1e-2, batch=None):
+    """Train ``net`` with Adam on ``histories`` (a new batch per step unless ``batch`` is given); the losses."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, n = net(batch if batch is not None else net.make_batch(histories, rng))
+        loss = loss / n
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 class ContractTests:
     model_class = None
     params: dict = {}
@@ -72,17 +101,9 @@ class ContractTests:
         hs = toy_histories()
         net = model.net
         net.train()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         batch = net.make_batch(hs, np.random.default_rng(0))
         torch.manual_seed(0)
-        first = None
-        for _ in range(30):
-            loss, n = net(batch)
-            loss = loss / n
-            first = float(loss.detach()) if first is None else first
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        first = adam_steps(net, hs, None, steps=30, batch=batch)[0]
         net.eval()
         with torch.no_grad():
             loss, n = net(batch)

@@ -8,6 +8,8 @@ from nextitem.config import ConfigError
 from nextitem.models.bert4rec import IGNORE, BERT4Rec, BERT4RecConfig, BERT4RecNet
 from nextitem.models.sequential import left_pad
 
+from .sequential_contract import ContractTests, adam_steps
+
 N_ITEMS = 40
 
 
@@ -162,14 +164,7 @@ def test_loss_decreases_and_learns_a_cycle():
     net = BERT4RecNet(BERT4RecConfig(hidden=32, heads=2, max_len=10, dropout=0.0, attn_dropout=0.0, mask_prob=0.3), 12)
     rng = np.random.default_rng(8)
     hs = [(np.arange(int(rng.integers(3, 11))) + int(rng.integers(12))) % 12 for _ in range(48)]  # i -> i + 1 (mod 12)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(100):
-        loss, n = net(net.make_batch(hs, rng))
-        opt.zero_grad()
-        (loss / n).backward()
-        opt.step()
-        losses.append(float(loss.detach() / n))
+    losses = adam_steps(net, hs, rng, steps=100)
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5])
     net.eval()
     top = net.score_tokens(net.tokens_for_scoring([np.arange(3, 8), np.arange(9, 12), [5]])).argmax(1)
@@ -200,3 +195,8 @@ def test_unknown_key_suggests_the_nearest_name():
 def test_bad_values_name_the_key(params, name):
     with pytest.raises(ConfigError, match=f"{name}="):
         BERT4Rec(**params)
+
+
+class TestBERT4RecContract(ContractTests):
+    model_class = BERT4Rec
+    params = {"hidden": 16, "heads": 2, "max_len": 12}

@@ -95,13 +95,9 @@ def test_ground_truth_pools_hold_the_target_and_unseen_negatives_in_random_place
 def test_two_stage_pipeline_on_a_tiny_dataset(tmp_path):
     from nextitem.pipeline.two_stage import retrieval_only, train_reranker, train_retrieval
 
-    from .sequential_contract import toy_histories
+    from .sequential_contract import toy_histories, write_history_folder
 
-    rows = [(f"u{u}", f"i{i}", t) for u, h in enumerate(toy_histories(n_users=40, n_items=60, seed=2, min_len=4))
-            for t, i in enumerate(h)]
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"]).to_csv(folder / "interactions.tsv", sep="\t", index=False)
+    folder = write_history_folder(tmp_path / "toy", toy_histories(n_users=40, n_items=60, seed=2, min_len=4))
     root = tmp_path / "experiments"
     quiet = dict(root=root, log=lambda *a: None, progress=False)
     tiny = {"hidden": 16, "max_len": 8, "epochs": 2, "batch_size": 8}
@@ -123,12 +119,9 @@ def test_two_stage_pipeline_on_a_tiny_dataset(tmp_path):
 def test_pipeline_and_offline_eval_commands(tmp_path, capsys):
     from nextitem.cli import main
 
-    from .sequential_contract import toy_histories
+    from .sequential_contract import toy_histories, write_history_folder
 
-    rows = [(u, i, t) for u, h in enumerate(toy_histories(n_users=30, n_items=60, seed=5, min_len=4)) for t, i in enumerate(h)]
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"]).to_csv(folder / "interactions.tsv", sep="\t", index=False)
+    folder = write_history_folder(tmp_path / "toy", toy_histories(n_users=30, n_items=60, seed=5, min_len=4))
     root = str(tmp_path / "exp")
     tiny = "hidden=16,max_len=8,epochs=1,batch_size=8"
     assert main(["pipeline", str(folder), "--retrieval-method", "lrurec", "--retrieval-params", tiny,

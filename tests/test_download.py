@@ -12,7 +12,7 @@ import pytest
 from nextitem.cli import main
 from nextitem.config import ConfigError
 from nextitem.data import download as dl
-from nextitem.data.download import Dataset, DownloadError, ManualDownloadRequired, RemoteFile, download, fetch
+from nextitem.data.download import Dataset, DownloadError, ManualDownloadRequired, RemoteFile, download
 
 BODY = bytes(range(256)) * 4099  # ~1 MB: more than one read chunk, not a multiple of it
 

@@ -1,8 +1,6 @@
 """Experiment folders: train + evaluate any model on a dataset folder, files written, reruns resume."""
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -11,17 +9,12 @@ from nextitem.data.histories import LeaveOneOut, read_histories
 from nextitem.models import SASRec
 from nextitem.pipeline.experiment import run_experiment, split_params
 
-from .sequential_contract import toy_histories
+from .sequential_contract import toy_histories, write_history_folder
 
 
 @pytest.fixture
 def folder(tmp_path):
-    rows = [(f"u{u}", f"i{i}", t) for u, h in enumerate(toy_histories(n_users=40, n_items=25, seed=2, min_len=4))
-            for t, i in enumerate(h)]
-    path = tmp_path / "toy"
-    path.mkdir()
-    pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"]).to_csv(path / "interactions.tsv", sep="\t", index=False)
-    return path
+    return write_history_folder(tmp_path / "toy", toy_histories(n_users=40, n_items=25, seed=2, min_len=4))
 
 
 TINY = {"hidden": 16, "max_len": 8, "loss": "ce", "epochs": 2, "batch_size": 8}

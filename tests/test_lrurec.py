@@ -13,6 +13,8 @@ from nextitem.config import ConfigError
 from nextitem.models.lrurec import LRURec, LRURecNet, _SoftmaxXent, lru_scan
 from nextitem.models.sequential import left_pad
 
+from .sequential_contract import ContractTests, adam_steps
+
 N_ITEMS = 13
 
 
@@ -169,14 +171,7 @@ def test_loss_decreases_and_learns_a_sequence():
     rng = np.random.default_rng(0)
     # Users walk i -> i+1 (mod N_ITEMS): the next item is fully determined by the last one.
     hist = [(int(rng.integers(N_ITEMS)) + np.arange(int(rng.integers(5, 25)))) % N_ITEMS for _ in range(32)]
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss, n = net(net.make_batch(hist, rng))
-        opt.zero_grad()
-        (loss / n).backward()
-        opt.step()
-        losses.append(float(loss.detach() / n))
+    losses = adam_steps(net, hist, rng, steps=40)
     assert losses[-1] < 0.3 * losses[0], losses
     model = LRURec(hidden=16, max_len=20)
     model.net = net
@@ -204,3 +199,8 @@ def test_config_errors_name_the_value_and_the_fix():
         with pytest.raises(ConfigError, match=what):
             LRURec(**bad)
     assert LRURec(hidden="32").config.hidden == 32  # strings from the command line are converted
+
+
+class TestLRURecContract(ContractTests):
+    model_class = LRURec
+    params = {"hidden": 16, "max_len": 12}

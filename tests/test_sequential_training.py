@@ -3,7 +3,6 @@ import os
 import socket
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -13,15 +12,14 @@ from nextitem.data.histories import HistoryData, LeaveOneOut
 from nextitem.models.sasrec import SASRec
 from nextitem.training.sequential import TrainConfig, train
 
-from .sequential_contract import toy_histories
+from .sequential_contract import history_frame, toy_histories
 
 MODEL = {"hidden": 16, "max_len": 10, "loss": "ce", "dropout": 0.0, "attn_dropout": 0.0}
 
 
 def toy_data(n_users=40):
-    rows = [(u, int(i), t) for u, h in enumerate(toy_histories(n_users=n_users, n_items=25, seed=4, min_len=4))
-            for t, i in enumerate(h)]
-    return LeaveOneOut.from_histories(HistoryData.from_frame(pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"])))
+    frame = history_frame(toy_histories(n_users=n_users, n_items=25, seed=4, min_len=4))
+    return LeaveOneOut.from_histories(HistoryData.from_frame(frame))
 
 
 def weights(model):

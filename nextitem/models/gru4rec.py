@@ -17,7 +17,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Union
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
