@@ -2,7 +2,6 @@
 import json
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,20 +11,10 @@ from nextitem.data import SessionData, read_events
 from nextitem.evaluation import evaluate_sessions
 from nextitem.models.gru4rec import GRU4Rec
 
+from .toy_sessions import sessions
+
 PS = "layers=16,n_epochs=2,batch_size=8,n_sample=10,learning_rate=0.1,loss=bpr-max,momentum=0.2"
 LINE = re.compile(r"^Recall@(\d+): ([0-9.]+) MRR@\1: ([0-9.]+)$", re.M)
-
-
-def sessions(n, seed, first=0, n_items=20):
-    rng = np.random.default_rng(seed)
-    rows, t = [], 100 * seed
-    for s in range(n):
-        item = int(rng.integers(n_items))
-        for _ in range(int(rng.integers(2, 7))):
-            rows.append((first + s, f"p{item}", t))
-            t += 1
-            item = (item + 1) % n_items if rng.random() < 0.85 else int(rng.integers(n_items))
-    return pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,7 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import optuna
-import pandas as pd
 import pytest
 
 from nextitem.cli import main
@@ -23,20 +21,10 @@ from nextitem.training.gru4rec import TrainingDiverged
 from nextitem.tuning import OBJECTIVES, Objective, load_space, resolve_space, shipped_spaces, study, tune
 from nextitem.tuning.objectives import get_objective
 
+from .toy_sessions import sessions
+
 GRU4REC_PARAMS = get_objective("gru4rec").parameters
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def sessions(n, seed, first=0, n_items=20):
-    rng = np.random.default_rng(seed)
-    rows, t = [], 100 * seed
-    for s in range(n):
-        item = int(rng.integers(n_items))
-        for _ in range(int(rng.integers(2, 7))):
-            rows.append((first + s, f"p{item}", t))
-            t += 1
-            item = (item + 1) % n_items if rng.random() < 0.85 else int(rng.integers(n_items))
-    return pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +197,7 @@ def _worker_script(tmp_path, files, toy_space, out, n_trials, options):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {REPO!r})
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
-        import test_tuning
+        import tests.test_tuning as test_tuning  # as a package module, so its relative imports work
         from nextitem.tuning import OBJECTIVES, study, tune
         study.HEARTBEAT_S, study.GRACE_S, study.POLL_S = 1, 3, 0.2
         OBJECTIVES["toy"] = test_tuning.TOY
