@@ -61,6 +61,16 @@ class RankingResult:
         atomic_write_text(path, text)
 
 
+def history_mask(scores: torch.Tensor, histories) -> torch.Tensor:
+    """True at [row, item] for every item of row's history (these are not recommended again)."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if len(histories):
+        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+        cols = np.concatenate(histories).astype(np.int64)
+        mask[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, device=scores.device)] = True
+    return mask
+
+
 def _check(cutoffs, mode):
     if mode not in TIE_MODES:
         raise ValueError(f"unknown tie mode {mode!r}; use one of {', '.join(TIE_MODES)}.")
@@ -90,13 +100,9 @@ def evaluate_ranking(score, split: Split, n_items: int, cutoffs=(5, 10, 20), mod
             raise ValueError(f"score() returned shape {tuple(scores.shape)}, expected ({len(inputs)}, {n_items}).")
         targets = targets.to(scores.device)
         if negatives is None:
-            rows = np.repeat(np.arange(len(inputs)), [len(h) for h in inputs])
-            cols = np.concatenate(inputs) if len(inputs) else np.zeros(0, np.int64)
-            if len(cols):
-                hist = torch.zeros_like(scores, dtype=torch.bool)
-                hist[torch.as_tensor(rows, device=scores.device), torch.as_tensor(cols, dtype=torch.long, device=scores.device)] = True
-                in_history += int(hist.gather(1, targets.view(-1, 1)).sum())
-                scores = scores.masked_fill(hist, float("-inf"))
+            hist = history_mask(scores, inputs)
+            in_history += int(hist.gather(1, targets.view(-1, 1)).sum())
+            scores = scores.masked_fill(hist, float("-inf"))
             ranks = target_ranks(scores.contiguous(), targets, mode)
         else:
             neg = torch.as_tensor(negatives[start:start + batch_size], dtype=torch.long, device=scores.device)

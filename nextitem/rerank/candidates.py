@@ -19,7 +19,7 @@ import torch
 from ..data.histories import HistoryData, Split
 from ..data.io import DataError, atomic_write
 from ..evaluation.metrics import RankAccumulator, target_ranks
-from ..evaluation.ranking import SEQUENTIAL_METRICS, RankingResult, sample_negatives
+from ..evaluation.ranking import SEQUENTIAL_METRICS, RankingResult, history_mask, sample_negatives
 
 
 @dataclass
@@ -66,8 +66,7 @@ def retrieve(score, split: Split, n_items: int, k: int, batch_size: int = 256) -
     for start in range(0, len(split), batch_size):
         inputs = split.inputs[start:start + batch_size]
         s = score(inputs).float()
-        rows = np.repeat(np.arange(len(inputs)), [len(h) for h in inputs])
-        s[torch.as_tensor(rows, device=s.device), torch.as_tensor(np.concatenate(inputs), dtype=torch.long, device=s.device)] = float("-inf")
+        s = s.masked_fill(history_mask(s, inputs), float("-inf"))
         top = torch.topk(s, k, dim=1)
         items.append(top.indices.cpu().numpy())
         scores.append(top.values.cpu().numpy())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..config import ConfigError, build, to_dict
+from ..config import ConfigError, to_dict
 from ..data.histories import LeaveOneOut
 from ..data.io import DataError, atomic_write
 from ..evaluation.ranking import SEQUENTIAL_METRICS, evaluate_ranking
@@ -228,6 +228,3 @@ def _load_checkpoint(path, model, opt, rng, state, cfg):
     state.update(payload["state"])
     return payload["best_net"]
 
-
-def train_config_from(values: dict, source: str = "training parameters") -> TrainConfig:
-    return build(TrainConfig, values, source=source)
