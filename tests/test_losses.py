@@ -125,3 +125,26 @@ def test_bpr_max_target_far_below_negatives(elu_param, bpreg):
         loss, grad = bpr_max(R.to(dtype), bpreg, elu_param)
         assert torch.isfinite(loss) and torch.isfinite(grad).all()
         check(loss, grad, ref_loss, ref_grad, dtype, ref_bpr_max, R, (bpreg, elu_param))
+
+
+# ---------------------------------------------------------------- the user-history models' softmax
+@pytest.mark.parametrize("keep", [0, 1 << 30, 3 * 40])  # recompute all, keep all, keep some chunks
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_chunked_softmax_cross_entropy_equals_full_softmax(monkeypatch, keep, with_bias):
+    import torch.nn.functional as F
+
+    from nextitem.models import sequential
+
+    monkeypatch.setattr(sequential, "LOGIT_CHUNK", 5 * 40)  # 5 rows per chunk: 23 rows = 5 chunks
+    monkeypatch.setattr(sequential, "KEEP_GRAD", keep)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(23, 6, generator=g, requires_grad=True)
+    W = torch.randn(40, 6, generator=g, requires_grad=True)
+    b = torch.randn(40, generator=g, requires_grad=True) if with_bias else None
+    y = torch.randint(0, 40, (23,), generator=g)
+    ours = sequential.softmax_cross_entropy(h, W, y, b) * 0.7
+    ref = F.cross_entropy(h @ W.T + (b if with_bias else 0), y, reduction="sum") * 0.7
+    torch.testing.assert_close(ours, ref)
+    wrt = (h, W, b) if with_bias else (h, W)
+    for a, r in zip(torch.autograd.grad(ours, wrt), torch.autograd.grad(ref, wrt)):
+        torch.testing.assert_close(a, r)

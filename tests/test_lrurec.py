@@ -1,5 +1,5 @@
 """LRURec against brute force: the blocked scan against the step-by-step recurrence, the whole
-network against a per-user complex128 loop, the chunked loss against full-softmax cross-entropy.
+network against a per-user complex128 loop (the chunked loss is tested in test_losses.py).
 
 Shapes are tiny but longer than one scan block (CHUNK), so the block chaining is exercised.
 """
@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import nextitem.models.lrurec as lrurec
 from nextitem.config import ConfigError
-from nextitem.models.lrurec import LRURec, LRURecNet, _SoftmaxXent, lru_scan
+from nextitem.models.lrurec import LRURec, LRURecNet, lru_scan
 from nextitem.models.sequential import left_pad
 
 from .sequential_contract import ContractTests, adam_steps
@@ -148,22 +147,6 @@ def test_make_batch_crops_and_shifts():
     assert b["targets"].tolist() == [[4, 5, 6, 7], [0, 0, 0, 9], [0, 0, 0, 0]]
     b = net.make_batch([np.array([1, 2, 3])], rng)  # padded to the longest row, not max_len
     assert b["inputs"].tolist() == [[2, 3]] and b["targets"].tolist() == [[3, 4]]
-
-
-@pytest.mark.parametrize("keep", [0, 1 << 30, 3 * 40])  # recompute all, keep all, keep some chunks
-def test_chunked_loss_equals_full_softmax(monkeypatch, keep):
-    monkeypatch.setattr(lrurec, "LOGIT_CHUNK", 5 * 40)
-    monkeypatch.setattr(lrurec, "KEEP_GRAD", keep)
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(23, 6, generator=g, requires_grad=True)
-    W = torch.randn(40, 6, generator=g, requires_grad=True)
-    b = torch.randn(40, generator=g, requires_grad=True)
-    y = torch.randint(0, 40, (23,), generator=g)
-    ours = _SoftmaxXent.apply(h, W, b, y) * 0.7
-    ref = F.cross_entropy(h @ W.T + b, y, reduction="sum") * 0.7
-    torch.testing.assert_close(ours, ref)
-    for a, r in zip(torch.autograd.grad(ours, (h, W, b)), torch.autograd.grad(ref, (h, W, b))):
-        torch.testing.assert_close(a, r)
 
 
 def test_loss_decreases_and_learns_a_sequence():

@@ -69,3 +69,12 @@ def test_bad_values_are_named():
         SASRec(hidden=10, heads=3)
     with pytest.raises(ConfigError, match="loss='bpr' is not allowed"):
         SASRec(loss="bpr")
+
+
+def test_batches_are_as_wide_as_their_longest_row_and_padding_changes_nothing():
+    net = SASRec(hidden=8, max_len=10, dropout=0.0, loss="ce").init(15).net.eval()
+    hs = [np.array([1, 2, 3, 4]), np.array([5, 6])]
+    batch = net.make_batch(hs, np.random.default_rng(0))
+    assert batch["inputs"].shape == (2, 3)
+    wider = {k: F.pad(v, (7, 0)) for k, v in batch.items()}  # the same rows left-padded to max_len
+    torch.testing.assert_close(net(batch)[0], net(wider)[0])

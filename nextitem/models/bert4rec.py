@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .sequential import SequenceNet, SequentialRecommender, left_pad
+from .sequential import SequenceNet, SequentialRecommender, left_pad, softmax_cross_entropy
 
 IGNORE = -100  # label of a position that is not a target (cross_entropy's default ignore_index)
 
@@ -151,25 +151,33 @@ class BERT4RecNet(SequenceNet):
             x = block(x, keep, take if i == len(self.blocks) - 1 else None)
         return x
 
+    def head_out(self, h: torch.Tensor) -> torch.Tensor:
+        """[N, hidden] encoder outputs -> [N, hidden] vectors that score items by a dot product."""
+        return self.head_norm(F.gelu(self.head(h), approximate="tanh"))
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[N, hidden] encoder outputs -> [N, n_items] scores of the real items (tied embeddings + bias)."""
-        h = self.head_norm(F.gelu(self.head(h), approximate="tanh"))
-        return torch.addmm(self.out_bias, h, self.item_emb.weight[1:self.n_items + 1].t())
+        return torch.addmm(self.out_bias, self.head_out(h), self.item_emb.weight[1:self.n_items + 1].t())
 
     def masked_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores at the masked positions only, [n_masked, n_items] in row-major order: the last
-        block's queries, the head and the item softmax never run at the other positions."""
+        """Scores at the masked positions only, [n_masked, n_items] in row-major order."""
+        return self.logits(self.masked_states(batch))
+
+    def masked_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Encoder outputs at the masked positions only, [n_masked, hidden] in row-major order: the
+        last block's queries, the head and the item softmax never run at the other positions."""
         chosen = batch["labels"] >= 0
         # The chosen columns of each row first, in column order (a stable sort), padded to the
         # row with the most; `real` marks which of those K slots are chosen columns.
         most = int(chosen.sum(1).max()) if len(chosen) else 0  # a data-parallel rank may get no rows
         take = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :most]
         real = chosen.gather(1, take)
-        return self.logits(self.encode(batch["tokens"], take)[real])
+        return self.encode(batch["tokens"], take)[real]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"][batch["labels"] >= 0]  # row-major, as masked_logits
-        loss = F.cross_entropy(self.masked_logits(batch), labels, reduction="sum")
+        h = self.head_out(self.masked_states(batch))
+        loss = softmax_cross_entropy(h, self.item_emb.weight[1:self.n_items + 1], labels, self.out_bias)
         return loss, torch.tensor(labels.numel(), device=labels.device)
 
     def score_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

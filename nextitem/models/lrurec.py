@@ -27,11 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .sequential import SequenceNet, SequentialRecommender
+from .sequential import SequenceNet, SequentialRecommender, softmax_cross_entropy
 
 CHUNK = 8  # scan block length; measured fastest on CPU (the block matmuls grow with it, the chain with L/CHUNK)
-LOGIT_CHUNK = 1 << 22  # logits computed at once in the loss (16 MB of float32)
-KEEP_GRAD = 1 << 26  # loss gradients kept from forward to backward (256 MB); beyond that recomputed
 
 
 @dataclass
@@ -208,54 +206,6 @@ class FeedForward(nn.Module):
         return self.norm(x + self.dropout(self.w2(self.dropout(F.gelu(self.w1(x))))))
 
 
-class _SoftmaxXent(torch.autograd.Function):
-    """sum over rows of logsumexp(h W^T + b) - (h W^T + b)[target], computed in row chunks.
-
-    Forward turns each chunk's logits into its gradient (softmax - one-hot) while the kept total
-    fits KEEP_GRAD; chunks beyond that are recomputed in backward. Memory is bounded either way.
-    """
-
-    @staticmethod
-    def forward(ctx, h, W, b, y):
-        rows = max(1, LOGIT_CHUNK // W.shape[0])
-        loss, lses, kept, room = h.new_zeros(()), [], [], KEEP_GRAD
-        for s in range(0, len(h), rows):
-            z, ys = torch.addmm(b, h[s:s + rows], W.t()), y[s:s + rows, None]
-            target = z.gather(1, ys)
-            # softmax by hand with a single exp pass; memory traffic, not flops, is the cost here
-            top = z.amax(1, keepdim=True)
-            total = z.sub_(top).exp_().sum(1, keepdim=True)
-            lse = top + total.log()
-            loss += (lse - target).sum()
-            lses.append(lse)
-            if z.numel() <= room:
-                room -= z.numel()
-                kept.append(_minus_one_hot(z.mul_(1 / total), ys))
-            else:
-                kept.append(None)
-        ctx.save_for_backward(h, W, b, y)
-        ctx.rows, ctx.lses, ctx.kept = rows, lses, kept
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad):
-        h, W, b, y = ctx.saved_tensors
-        gh, gW, gb = torch.empty_like(h), torch.zeros_like(W), torch.zeros_like(b)
-        for i, s in enumerate(range(0, len(h), ctx.rows)):
-            g, hs = ctx.kept[i], h[s:s + ctx.rows]
-            if g is None:
-                g = _minus_one_hot(torch.addmm(b, hs, W.t()).sub_(ctx.lses[i]).exp_(), y[s:s + ctx.rows, None])
-            torch.mm(g, W, out=gh[s:s + ctx.rows])
-            gW.addmm_(g.t(), hs)
-            gb += g.sum(0)
-        ctx.kept = None
-        return gh * grad, gW * grad, gb * grad, None
-
-
-def _minus_one_hot(p: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    return p.scatter_add_(1, ys, torch.full(ys.shape, -1.0, dtype=p.dtype, device=p.device))
-
-
 class LRURecNet(SequenceNet):
     def __init__(self, cfg: LRURecConfig, n_items: int):
         super().__init__()
@@ -300,7 +250,7 @@ class LRURecNet(SequenceNet):
         y = targets[tokens > 0] - 1
         if (y < 0).any():  # a position without a target (not made by make_batch) adds no loss
             x, y = x[y >= 0], y[y >= 0]
-        loss = _SoftmaxXent.apply(x, self.item_emb.weight[1:], self.bias, y)
+        loss = softmax_cross_entropy(x, self.item_emb.weight[1:], y, self.bias)
         return loss, torch.tensor(len(y), device=loss.device)
 
     def score_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

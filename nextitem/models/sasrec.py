@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .sequential import SequenceNet, SequentialRecommender
+from .sequential import SequenceNet, SequentialRecommender, left_pad, softmax_cross_entropy
 
 
 @dataclass
@@ -127,7 +127,9 @@ class SASRecNet(SequenceNet):
         return self.final_norm(x)
 
     def make_batch(self, histories, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        L = self.max_len
+        # Padded to the longest row of the batch, not max_len: columns of padding only cost time
+        # (positions count from each row's first real item, so the result is the same).
+        L = max([min(len(h) - 1, self.max_len) for h in histories] + [1])
         B = len(histories)
         inputs = np.zeros((B, L), dtype=np.int64)
         targets = np.zeros((B, L), dtype=np.int64)
@@ -161,8 +163,7 @@ class SASRecNet(SequenceNet):
         h = h[mask]  # only positions with a target: [n, d]
         targets = batch["targets"][mask]
         if self.cfg.loss == "ce":
-            logits = h @ self.item_emb.weight[1:].T
-            loss = F.cross_entropy(logits, targets - 1, reduction="sum")
+            loss = softmax_cross_entropy(h, self.item_emb.weight[1:], targets - 1)
         else:
             pos = (h * self.item_emb(targets)).sum(-1)
             neg = (h * self.item_emb(batch["negatives"][mask])).sum(-1)
@@ -172,6 +173,10 @@ class SASRecNet(SequenceNet):
 
     def score_tokens(self, tokens):
         return self.encode(tokens)[:, -1] @ self.item_emb.weight[1:].T
+
+    def tokens_for_scoring(self, histories) -> torch.Tensor:
+        # As narrow as the longest history: the same scores, less work on short-history data.
+        return left_pad(histories, max(1, min(self.max_len, max(len(h) for h in histories))))
 
 
 class SASRec(SequentialRecommender):
