@@ -380,6 +380,20 @@ def test_amazon_ratings_and_metadata(tmp_path):
     assert stats["files"]["interactions.tsv"]["interactions"] == 5
 
 
+
+@pytest.mark.parametrize("order", ["user,item", "item,user"])
+def test_amazon_headerless_column_order_is_read_from_the_ids(tmp_path, order):
+    # 2014 "ratings only" files are user,item,rating,time; the 2018 ones item,user,rating,time.
+    ratings = [("A2SUAM1J3GNN3B", "B0000530HU", 5, 10), ("A2SUAM1J3GNN3B", "0205616461", 4, 20),
+               ("A1QA985ULVCQOB", "B0000530HU", 5, 5), ("A1QA985ULVCQOB", "B00006L9LC", 3, 6)]
+    rows = [(u, i, r, t) if order == "user,item" else (i, u, r, t) for u, i, r, t in ratings]
+    (tmp_path / "ratings.csv").write_text("".join(f"{a},{b},{r},{t}\n" for a, b, r, t in rows))
+    prepare("amazon", [tmp_path / "ratings.csv"], tmp_path / "out", min_uc=1, min_sc=1)
+    got = read(tmp_path / "out", "interactions.tsv")
+    assert got.UserId.nunique() == 2 and got.ItemId.nunique() == 3  # swapped, it would be 3 users, 2 items
+    items = pd.read_csv(tmp_path / "out" / "items.tsv", sep="\t")
+    assert set(items.asin) == {"B0000530HU", "0205616461", "B00006L9LC"}
+
 def brute_force_history(inter, min_rating, min_uc, min_sc):
     d = pd.read_csv(inter, sep="\t")
     d.columns = [c.split(":")[0] for c in d.columns]

@@ -10,6 +10,7 @@ import ast
 import gzip
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import polars as pl
@@ -58,14 +59,24 @@ _AMAZON_FIELDS = _fields(("user", "user_id", "reviewerID"), ("item", "asin", "pa
                          ("rating", "overall"), ("timestamp", "unixReviewTime", "time"))
 
 
+_ASIN = re.compile(r"^(B[0-9A-Z]{9}|[0-9]{9}[0-9X])$")
+
+
 def amazon(paths, ws: Workspace) -> History:
     ratings, meta = _split_paths(paths, lambda p: ".json" in os.path.basename(p), "amazon",
                                  "a ratings CSV (user,item,rating,timestamp) and optionally a metadata file (*.json, *.jsonl, *.json.gz)")
     with _open_text(ratings) as f:
-        first = f.readline().rstrip("\r\n").split(",")
+        head = [line.rstrip("\r\n").split(",") for _, line in zip(range(2000), f)]
+    first = head[0] if head else []
     headerless = len(first) == 4 and _is_number(first[3])  # the Amazon "ratings only" files have no header line
-    fmt = RawFormat(",", _AMAZON_FIELDS, names=("user", "item", "rating", "timestamp") if headerless else None,
-                    description="Amazon ratings CSV (user,item,rating,timestamp)")
+    names = None
+    if headerless:
+        # The 2014 release writes user,item,...; the 2018 one item,user,... The item is the column
+        # of ASINs (10 characters: B + 9 letters/digits, or an ISBN-10); reviewer ids are not.
+        asin_share = [sum(bool(_ASIN.match(row[c])) for row in head if len(row) == 4) for c in (0, 1)]
+        names = ("item", "user", "rating", "timestamp") if asin_share[0] > asin_share[1] else ("user", "item", "rating", "timestamp")
+    fmt = RawFormat(",", _AMAZON_FIELDS, names=names,
+                    description=f"Amazon ratings CSV ({','.join(names) if names else 'user,item,rating,timestamp'})")
     stage, n = scan_raw(ratings, fmt, ws)
     items = ws.save(amazon_titles(meta).lazy(), "titles") if meta else None
     return History(_events(stage), items, "asin", n)
