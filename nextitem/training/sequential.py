@@ -25,6 +25,7 @@ from ..config import ConfigError, to_dict
 from ..data.histories import LeaveOneOut
 from ..data.io import DataError, atomic_write
 from ..evaluation.ranking import SEQUENTIAL_METRICS, evaluate_ranking
+from .kernels import keep_freed_memory
 
 
 @dataclass
@@ -106,6 +107,7 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
         best_weights = _load_checkpoint(checkpoint, model, opt, rng, state, cfg)
         log(f"Resumed from {checkpoint} after epoch {state['epoch']}")
     wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    keep_freed_memory()  # the loss's large temporaries: reused heap memory, not fresh page faults
 
     sequences = training_sequences(data.train, net.max_len, cfg.windows)
     trainable = np.arange(len(sequences))
