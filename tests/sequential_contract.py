@@ -4,6 +4,8 @@
         model_class = SASRec
         params = {"hidden": 16, "max_len": 12}
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,10 @@ class ContractTests:
         back = self.model_class.load(tmp_path / "m.safetensors")
         assert back.config == model.config
         torch.testing.assert_close(back.score(hs), model.score(hs), rtol=0, atol=0)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        # a saved model reads like any new file (not the 0600 of the temporary file it was written to)
+        assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
     def test_unknown_parameter_suggests_the_nearest_name(self):
         name = next(iter(self.params), "max_len")

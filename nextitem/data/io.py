@@ -141,9 +141,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; the result should read like any new file
     try:
         write(tmp)
+        # mkstemp makes it 0600 (and some writers, safetensors', recreate it so): the result
+        # should read like any new file
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
