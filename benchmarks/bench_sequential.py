@@ -18,8 +18,10 @@ import time
 
 # The papers' settings: max length 200 on MovieLens, 50 on Amazon; SASRec's 0.2 / 0.5 dropout;
 # LRURec and BERT4Rec as in their official configs. Cross-entropy SASRec is the full-ranking setup.
+# windows: every item of a long ml-1m history is trained on, as in the LRURec code (without it SASRec
+# ml-1m reached 0.1797 / 0.4129 test NDCG@10 / Recall@20 in 75 epochs, 5% under the published figures).
 CONFIGS = {
-    ("sasrec", "ml-1m"): dict(hidden=64, blocks=2, heads=2, dropout=0.2, attn_dropout=0.0, max_len=200, loss="ce", lr=1e-3, weight_decay=0.01),
+    ("sasrec", "ml-1m"): dict(hidden=64, blocks=2, heads=2, dropout=0.2, attn_dropout=0.0, max_len=200, loss="ce", lr=1e-3, weight_decay=0.01, windows=True),
     ("sasrec", "beauty"): dict(hidden=64, blocks=2, heads=2, dropout=0.5, attn_dropout=0.0, max_len=50, loss="ce", lr=1e-3, weight_decay=0.01),
     ("lrurec", "ml-1m"): dict(hidden=64, dropout=0.2, attn_dropout=0.2, max_len=200, lr=1e-3, weight_decay=0.01, windows=True),
     ("lrurec", "beauty"): dict(hidden=64, dropout=0.5, attn_dropout=0.5, max_len=50, lr=1e-3, weight_decay=0.01),
