@@ -109,7 +109,7 @@ def test_masked_target_is_invisible():
     other = net.make_batch(changed, np.random.default_rng(6))
     assert torch.equal(other["tokens"], batch["tokens"])
     assert int(other["labels"][row, col]) != int(batch["labels"][row, col])
-    assert torch.equal(net.masked_logits(other), net.masked_logits(batch))
+    assert torch.equal(net.masked_states(other), net.masked_states(batch))
 
 
 def test_padding_is_never_attended_to():

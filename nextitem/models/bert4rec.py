@@ -159,10 +159,6 @@ class BERT4RecNet(SequenceNet):
         """[N, hidden] encoder outputs -> [N, n_items] scores of the real items (tied embeddings + bias)."""
         return torch.addmm(self.out_bias, self.head_out(h), self.item_emb.weight[1:self.n_items + 1].t())
 
-    def masked_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores at the masked positions only, [n_masked, n_items] in row-major order."""
-        return self.logits(self.masked_states(batch))
-
     def masked_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encoder outputs at the masked positions only, [n_masked, hidden] in row-major order: the
         last block's queries, the head and the item softmax never run at the other positions."""
@@ -175,7 +171,7 @@ class BERT4RecNet(SequenceNet):
         return self.encode(batch["tokens"], take)[real]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = batch["labels"][batch["labels"] >= 0]  # row-major, as masked_logits
+        labels = batch["labels"][batch["labels"] >= 0]  # row-major, as masked_states
         h = self.head_out(self.masked_states(batch))
         loss = softmax_cross_entropy(h, self.item_emb.weight[1:self.n_items + 1], labels, self.out_bias)
         return loss, torch.tensor(labels.numel(), device=labels.device)

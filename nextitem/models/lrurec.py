@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .sequential import SequenceNet, SequentialRecommender, softmax_cross_entropy
+from .sequential import SequenceNet, SequentialRecommender, next_item_batch, softmax_cross_entropy
 
 CHUNK = 8  # scan block length; measured fastest on CPU (the block matmuls grow with it, the chain with L/CHUNK)
 
@@ -232,16 +232,8 @@ class LRURecNet(SequenceNet):
         return x
 
     def make_batch(self, histories, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        # The last max_len + 1 items: inputs are all but the last, targets all but the first. Rows
-        # are padded to the longest in the batch, not max_len: no scan over columns of padding.
-        crops = [np.asarray(h[-(self.max_len + 1):], dtype=np.int64) + 1 for h in histories]
-        width = max([len(c) - 1 for c in crops] + [1])
-        inputs = np.zeros((len(crops), width), dtype=np.int64)
-        targets = np.zeros_like(inputs)
-        for row, c in enumerate(crops):
-            n = len(c) - 1
-            if n > 0:
-                inputs[row, width - n:], targets[row, width - n:] = c[:-1], c[1:]
+        # Padded to the longest row of the batch: no scan over columns of padding.
+        inputs, targets = next_item_batch(histories, self.max_len)
         return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
 
     def forward(self, batch):

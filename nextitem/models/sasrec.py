@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .sequential import SequenceNet, SequentialRecommender, left_pad, softmax_cross_entropy
+from .sequential import SequenceNet, SequentialRecommender, next_item_batch, softmax_cross_entropy
 
 
 @dataclass
@@ -127,17 +127,7 @@ class SASRecNet(SequenceNet):
         return self.final_norm(x)
 
     def make_batch(self, histories, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        # Padded to the longest row of the batch, not max_len: columns of padding only cost time
-        # (positions count from each row's first real item, so the result is the same).
-        L = max([min(len(h) - 1, self.max_len) for h in histories] + [1])
-        B = len(histories)
-        inputs = np.zeros((B, L), dtype=np.int64)
-        targets = np.zeros((B, L), dtype=np.int64)
-        for row, h in enumerate(histories):
-            h = np.asarray(h[-(L + 1):], dtype=np.int64) + 1
-            n = len(h) - 1
-            inputs[row, L - n:] = h[:-1]
-            targets[row, L - n:] = h[1:]
+        inputs, targets = next_item_batch(histories, self.max_len)
         batch = {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
         if self.cfg.loss == "bce":
             batch["negatives"] = torch.from_numpy(self._negatives(histories, targets, rng))
@@ -173,10 +163,6 @@ class SASRecNet(SequenceNet):
 
     def score_tokens(self, tokens):
         return self.encode(tokens)[:, -1] @ self.item_emb.weight[1:].T
-
-    def tokens_for_scoring(self, histories) -> torch.Tensor:
-        # As narrow as the longest history: the same scores, less work on short-history data.
-        return left_pad(histories, max(1, min(self.max_len, max(len(h) for h in histories))))
 
 
 class SASRec(SequentialRecommender):

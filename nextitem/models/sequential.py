@@ -41,21 +41,40 @@ def left_pad(histories, max_len: int, append: int | None = None) -> torch.Tensor
     return torch.from_numpy(out)
 
 
+def next_item_batch(histories, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded ``inputs`` and ``targets`` [B, W] of next-item training: the last max_len + 1
+    items of each history, inputs all but the last, targets all but the first (tokens = item + 1).
+
+    W is the longest row of the batch, not max_len: columns of padding only cost time, and a model
+    whose positions count from each row's first real item gives the same result either way."""
+    crops = [np.asarray(h[-(max_len + 1):], dtype=np.int64) + 1 for h in histories]
+    width = max([len(c) - 1 for c in crops] + [1])
+    inputs = np.zeros((len(crops), width), dtype=np.int64)
+    targets = np.zeros_like(inputs)
+    for row, c in enumerate(crops):
+        n = len(c) - 1
+        if n > 0:
+            inputs[row, width - n:], targets[row, width - n:] = c[:-1], c[1:]
+    return inputs, targets
+
+
 LOGIT_CHUNK = 1 << 22  # logits computed at once in the loss (16 MB of float32)
 KEEP_GRAD = 1 << 26  # loss gradients kept from forward to backward (256 MB); beyond that recomputed
 
 
 def softmax_cross_entropy(h: torch.Tensor, W: torch.Tensor, y: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """Summed full-softmax cross-entropy of the rows of ``h`` [N, d] over the items ``W`` [n_items, d]
-    (plus bias ``b``) against targets ``y`` [N] (0-based item indices).
+    (plus bias ``b``, if any) against targets ``y`` [N] (0-based item indices).
 
     Equals ``F.cross_entropy(h @ W.T + b, y, reduction="sum")`` but about twice as fast on a CPU and
     far smaller: the logits are made in row chunks, never all at once, and turned into their
     gradient in place during forward, so backward is two matmuls with no softmax pass.
     """
-    if b is None:
-        b = h.new_zeros(W.shape[0])  # zero bias: gets a gradient nobody reads; one addmm path
     return _SoftmaxXent.apply(h, W, b, y)
+
+
+def _logits(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    return torch.mm(h, W.t()) if b is None else torch.addmm(b, h, W.t())
 
 
 class _SoftmaxXent(torch.autograd.Function):
@@ -67,7 +86,7 @@ class _SoftmaxXent(torch.autograd.Function):
         rows = max(1, LOGIT_CHUNK // W.shape[0])
         loss, lses, kept, room = h.new_zeros(()), [], [], KEEP_GRAD
         for s in range(0, len(h), rows):
-            z, ys = torch.addmm(b, h[s:s + rows], W.t()), y[s:s + rows, None]
+            z, ys = _logits(h[s:s + rows], W, b), y[s:s + rows, None]
             target = z.gather(1, ys)
             # softmax by hand with a single exp pass; memory traffic, not flops, is the cost here
             top = z.amax(1, keepdim=True)
@@ -87,16 +106,18 @@ class _SoftmaxXent(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         h, W, b, y = ctx.saved_tensors
-        gh, gW, gb = torch.empty_like(h), torch.zeros_like(W), torch.zeros_like(b)
+        gh, gW = torch.empty_like(h), torch.zeros_like(W)
+        gb = None if b is None else torch.zeros_like(b)
         for i, s in enumerate(range(0, len(h), ctx.rows)):
             g, hs = ctx.kept[i], h[s:s + ctx.rows]
             if g is None:
-                g = _minus_one_hot(torch.addmm(b, hs, W.t()).sub_(ctx.lses[i]).exp_(), y[s:s + ctx.rows, None])
+                g = _minus_one_hot(_logits(hs, W, b).sub_(ctx.lses[i]).exp_(), y[s:s + ctx.rows, None])
             torch.mm(g, W, out=gh[s:s + ctx.rows])
             gW.addmm_(g.t(), hs)
-            gb += g.sum(0)
+            if gb is not None:
+                gb += g.sum(0)
         ctx.kept = None
-        return gh * grad, gW * grad, gb * grad, None
+        return gh * grad, gW * grad, None if gb is None else gb * grad, None
 
 
 def _minus_one_hot(p: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -126,7 +147,9 @@ class SequenceNet(nn.Module):
         raise NotImplementedError
 
     def tokens_for_scoring(self, histories) -> torch.Tensor:
-        return left_pad(histories, self.max_len)
+        # As narrow as the longest history, not max_len: the contract says left padding never changes
+        # scores, and short-history data (beauty) then does far less work.
+        return left_pad(histories, max(1, min(self.max_len, max(len(h) for h in histories))))
 
 
 class SequentialRecommender:
