@@ -6,6 +6,7 @@ habits carry over; ``nextitem demo`` is the quickstart on the rsc15_100k sample.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -194,7 +195,8 @@ def run_rerank(args) -> int:
 
     _threads(args)
     train_reranker(args.method, args.data, args.mode, _params(args), retrieval_method=args.retrieval_method,
-                   rerank_top_k=args.rerank_top_k, root=args.root, device=args.device, progress=not args.quiet)
+                   rerank_top_k=args.rerank_top_k, root=args.root, device=args.device, progress=not args.quiet,
+                   fusion=args.fusion)
     return 0
 
 
@@ -209,22 +211,31 @@ def run_pipeline(args) -> int:
     print(f"=== Stage 2: {args.rerank_method} reranks the top {args.rerank_top_k} ({args.rerank_mode} mode)")
     train_reranker(args.rerank_method, args.data, args.rerank_mode, _params(args), retrieval_method=args.retrieval_method,
                    rerank_top_k=args.rerank_top_k, root=args.root, device=args.device, progress=not args.quiet,
-                   retrieval_seed=int(retrieval_params.get("seed", 42)))
+                   retrieval_seed=int(retrieval_params.get("seed", 42)), fusion=args.fusion)
     return 0
 
 
 def run_offline_eval(args) -> int:
+    from .data.io import atomic_write_text
     from .pipeline.two_stage import evaluate_saved_reranker, retrieval_only, stage_dir
 
     split = {"val": "valid"}.get(args.split, args.split)
     if args.mode == "retrieval":
-        result = retrieval_only(args.retrieval_method, args.data, split, seed=args.seed, root=args.root, top_k=args.retrieval_top_k)
+        results = {split: retrieval_only(args.retrieval_method, args.data, split, seed=args.seed, root=args.root,
+                                         top_k=args.retrieval_top_k)}
+        out = stage_dir("retrieval", args.retrieval_method, args.data, args.seed, args.root)
     else:
-        model_file = stage_dir("rerank", args.rerank_method, args.data, args.seed, args.root) / "model.safetensors"
-        result = evaluate_saved_reranker(model_file, args.data, "retrieval" if args.mode == "full" else "ground_truth",
-                                         args.retrieval_method, args.rerank_top_k, split, seed=args.seed, root=args.root,
-                                         device=args.device)
-    print(result.table())
+        out = stage_dir("rerank", args.rerank_method, args.data, args.seed, args.root)
+        results = evaluate_saved_reranker(out / "model.safetensors", args.data, "retrieval" if args.mode == "full" else "ground_truth",
+                                          args.retrieval_method, args.rerank_top_k, split, seed=args.seed, root=args.root,
+                                          device=args.device, fusion=args.fusion)
+    for key in sorted(results, key=lambda k: (k != f"{split}_retriever", k == split)):  # the final result last
+        if key != split:
+            print(f"[{key}]")
+        print(results[key].table())
+    path = out / f"offline_eval_{args.mode}_{split}.json"
+    atomic_write_text(path, json.dumps({k: r.to_dict() for k, r in results.items()}, indent=2))
+    print(f"Saved {path}")
     return 0
 
 
@@ -382,6 +393,7 @@ def _add_two_stage_commands(sub) -> None:
                    help="retrieval: rerank stage 1's candidates, all users counted; ground_truth: target + 19 seeded negatives (sampled-20)")
     k.add_argument("--retrieval-method", dest="retrieval_method", default="lrurec")
     k.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
+    _add_fusion(k)
     common(k)
     k.set_defaults(func=run_rerank)
 
@@ -392,6 +404,7 @@ def _add_two_stage_commands(sub) -> None:
     e.add_argument("--rerank-method", dest="rerank_method", default="bert4rec", choices=(*MODEL_NAMES, "llm", "qwen"))
     e.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
     e.add_argument("--rerank-mode", dest="rerank_mode", choices=("retrieval", "ground_truth"), default="retrieval")
+    _add_fusion(e)
     common(e, params_help="the reranker's parameters k=v,...")
     e.set_defaults(func=run_pipeline)
 
@@ -402,11 +415,18 @@ def _add_two_stage_commands(sub) -> None:
     o.add_argument("--retrieval-top-k", dest="retrieval_top_k", type=int, default=None)
     o.add_argument("--rerank-method", dest="rerank_method", default="bert4rec")
     o.add_argument("--rerank-top-k", dest="rerank_top_k", type=int, default=20)
+    _add_fusion(o)
     o.add_argument("--seed", type=int, default=42)
     o.add_argument("data", metavar="DATA")
     o.add_argument("--root", default="experiments")
     o.add_argument("-d", "--device", default="cpu")
     o.set_defaults(func=run_offline_eval)
+
+
+def _add_fusion(p) -> None:
+    p.add_argument("--fusion", default="auto", metavar="auto|none|W",
+                   help="retrieval mode: mix the retriever's scores into the reranker's with weight W in [0, 1]; auto "
+                        "(default) fits W on the validation split, none keeps the reranker's order alone")
 
 
 def _add_eval_options(p) -> None:

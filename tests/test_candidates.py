@@ -134,5 +134,14 @@ def test_pipeline_and_offline_eval_commands(tmp_path, capsys):
                      "--rerank-method", "bert4rec", "--rerank-top-k", "10", str(folder), "--root", root]) == 0
         printed = capsys.readouterr().out
         assert expect in printed and "Metric | @5 | @10 | @20" in printed
+        stage = "retrieval/lrurec" if mode == "retrieval" else "rerank/bert4rec"
+        saved = json.loads((tmp_path / "exp" / stage / "toy" / "seed42" / f"offline_eval_{mode}_valid.json").read_text())
+        assert saved["valid"]["metrics"]["ndcg@10"] >= 0 and saved["valid"]["n"] == 30
+        if mode == "full":  # fused with the retriever by default, the reranker alone shown beside it
+            assert "[valid_reranker_only]" in printed and "fused with the retriever" in printed
+    assert main(["offline-eval", "--mode", "full", "--split", "val", "--rerank-top-k", "10", "--fusion", "none",
+                 str(folder), "--root", root]) == 0
+    printed = capsys.readouterr().out
+    assert "[valid_reranker_only]" not in printed and "fused" not in printed
     assert main(["offline-eval", "--mode", "full", "--retrieval-method", "sasrec", str(folder), "--root", root]) == 2
     assert "run the retrieval stage first" in capsys.readouterr().err

@@ -109,10 +109,6 @@ def run_experiment(name: str, data: str | os.PathLike, params: dict | None = Non
     d = loo.data
     log(f"{d.n_users:,} users, {d.n_items:,} items, {d.n_events:,} interactions; "
         f"{len(loo.test):,} users in validation and test (leave-one-out)")
-    config = {"model": name, "data": str(folder.resolve()), "model_params": to_dict(model_cfg),
-              "train_params": to_dict(train_cfg) if train_cfg else None}
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
-
     t0 = time.perf_counter()
     if name == "gru4rec":
         model = GRU4Rec(model_cfg, device=device).fit(loo.train_sessions(), log=log, progress=progress)
@@ -121,6 +117,11 @@ def run_experiment(name: str, data: str | os.PathLike, params: dict | None = Non
         model = model_class(name)(model_cfg, device=device)
         history = train(model, loo, train_cfg, checkpoint=out / "checkpoint.pt", log=log, progress=progress)
     log(f"Training took {time.perf_counter() - t0:.1f}s")
+    # written with the model, not before training: a run refused (say, by a checkpoint of other
+    # settings) must not leave a config.json that no longer describes the model beside it
+    config = {"model": name, "data": str(folder.resolve()), "model_params": to_dict(model_cfg),
+              "train_params": to_dict(train_cfg) if train_cfg else None}
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
     model.save(out / "model.safetensors")
     atomic_write_text(out / "history.json", json.dumps(history, indent=2, default=str))
 

