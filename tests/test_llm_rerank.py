@@ -228,18 +228,22 @@ def test_batched_scores_equal_one_by_one_scores(kind, qwen_reranker, qwen_tokeni
     assert torch.allclose(together, alone, atol=1e-5)
 
 
-def test_pools_are_shown_in_the_given_order_unless_shuffle_is_asked(qwen_reranker, data):
+def test_pools_are_shown_in_a_seeded_random_order_unless_turned_off(qwen_reranker, data):
     r = qwen_reranker
     loo = LeaveOneOut.from_histories(data)
     pools = np.tile(np.arange(5, 25), (4, 1))
     inputs = loo.test.inputs[:4]
-    given = r.score_pools(inputs, pools)
+    given = r.score_pools(inputs, pools, shuffle=False)
     assert np.allclose(given, r.score(r.prompts(inputs, pools)).numpy(), atol=1e-5)
     shuffled = r.score_pools(inputs, pools, shuffle=True, seed=3)
     order = np.argsort(np.random.default_rng(3).random(pools.shape), axis=1)
     shown = r.score(r.prompts(inputs, np.take_along_axis(pools, order, 1))).numpy()
     assert np.allclose(shuffled[0, order[0]], shown[0], atol=1e-5)  # each score is put back on its item
     assert not np.allclose(shuffled, given)
+    # by default the retriever's order (the given one) is hidden: the pool is shuffled with shuffle_seed
+    assert r.config.shuffle_candidates
+    assert np.allclose(r.score_pools(inputs, pools), r.score_pools(inputs, pools, shuffle=True, seed=r.config.shuffle_seed),
+                       atol=1e-5)
 
 
 def test_4bit_without_cuda_is_a_clear_error():

@@ -41,7 +41,9 @@ class LLMRerankConfig:
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the forward pass used for scoring
-    shuffle_candidates: bool = False  # show the pool in a seeded random order (hides the retriever's ranking)
+    # the pool is shown in a seeded random order: in the given (retriever's) order letter A would be
+    # its top-1, a leak of stage 1's ranking that the LLM's position bias would exploit
+    shuffle_candidates: bool = True
     shuffle_seed: int = 0
 
 
