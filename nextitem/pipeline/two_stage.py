@@ -136,7 +136,7 @@ def train_reranker(method: str, data, mode: str = "retrieval", params: dict | No
     parse_fusion(fusion)  # a bad value fails before any training
     if method in LLM_NAMES:
         return train_llm_reranker(data, mode, params, retrieval_method, rerank_top_k, root, log, device, retrieval_seed,
-                                  fusion=fusion)
+                                  fusion=fusion, progress=progress)
     seed = _seed(params)
     out = stage_dir("rerank", method, data, seed, root)
     candidates = load_retrieval(retrieval_method, data, retrieval_seed or seed, root) if mode == "retrieval" else None
@@ -164,7 +164,8 @@ class LLMRunParams:
 
 def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None, retrieval_method: str = "lrurec",
                        rerank_top_k: int = 20, root="experiments", log=print, device: str = "cpu",
-                       retrieval_seed: int | None = None, fusion: str | float = "auto") -> dict[str, RankingResult]:
+                       retrieval_seed: int | None = None, fusion: str | float = "auto",
+                       progress: bool = True) -> dict[str, RankingResult]:
     """LlamaRec-style LLM reranker: zero-shot (epochs=0) or LoRA-tuned, evaluated in ``mode``.
 
     ``params``: ``model`` (a Hugging Face causal LM id or folder; ``smollm2`` = the copy the
@@ -193,12 +194,13 @@ def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None
     folder = smollm2_folder() if base == "smollm2" else base
     reranker = LLMReranker.from_pretrained(folder, device=device, titles=item_titles(loo.data), n_candidates=rerank_top_k,
                                            base_model=folder, **p)
+    reranker.progress = progress
     if opts.epochs:
         train = training_examples(loo, rerank_top_k, seed, max_users=train_users)
         valid_split = subset(loo.valid, valid_users, seed)
         valid = Examples(valid_split, ground_truth_pools(loo.data, valid_split, rerank_top_k - 1, seed) if mode == "ground_truth"
                          else candidates["valid"].top(rerank_top_k).align(valid_split))
-        fit(reranker, train, valid, seed=seed, log=log, **train_opts)
+        fit(reranker, train, valid, seed=seed, log=log, progress=progress, **train_opts)
         reranker.save(out / "reranker")
     results = rerank_results(reranker, loo, mode, candidates, rerank_top_k, splits=("test",), seed=seed,
                              max_users=eval_users, log=log, fusion=fusion, valid_users=valid_users)

@@ -85,6 +85,7 @@ class LLMReranker:
         self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)  # masked anyway
         self.builder = None
         self._compiled = None
+        self.progress = False  # a bar over the prompts while scoring (a CPU prompt takes seconds)
         if titles is not None:
             self.use_titles(titles)
 
@@ -178,12 +179,17 @@ class LLMReranker:
         was_training = self.model.training
         self.model.eval()
         letters = self.letter_ids[:n].to(self.device)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc="LLM scoring", unit="prompt", leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
             for start in range(0, len(ids), batch_size):
                 rows = order[start:start + batch_size]
                 logits = self._forward()(**self.batch([ids[r] for r in rows]), logits_to_keep=1, use_cache=False).logits
                 out[torch.as_tensor(rows)] = logits[:, -1, letters].float().cpu()
+                bar.update(len(rows))
         finally:
+            bar.close()
             self.model.train(was_training)
         return out
 

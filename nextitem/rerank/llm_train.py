@@ -68,12 +68,15 @@ def validate(reranker, valid: Examples) -> float:
 
 def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 1, lr: float = 1e-4,
         batch_size: int = 8, patience: int = 20, eval_every: int | None = None, max_grad_norm: float = 1.0,
-        seed: int = 0, log=print) -> list[dict]:
+        seed: int = 0, log=print, progress: bool = False) -> list[dict]:
     """LoRA-tune ``reranker`` (adapters are added if it has none); returns the validation history.
 
     ``eval_every``: validate every so many optimizer steps (default: once per epoch). With
-    ``valid``, the best adapter weights are restored at the end.
+    ``valid``, the best adapter weights are restored at the end. ``progress``: a bar per epoch
+    with the running loss (a CPU step takes seconds, so silence would look like a hang).
     """
+    from tqdm.auto import tqdm
+
     if len(train) == 0:
         raise ValueError("no training examples (users need at least 2 training items).")
     if train.pools.k > reranker.config.n_candidates:
@@ -98,6 +101,7 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
     for epoch in range(epochs):
         model.train()
         order = rng.permutation(len(train))
+        bar = tqdm(total=steps_per_epoch, desc=f"LoRA epoch {epoch + 1}", leave=False, disable=not progress, dynamic_ncols=True)
         for start in range(0, len(train), batch_size):
             rows = order[start:start + batch_size]
             batch = reranker.training_batch([prompt_ids[r] for r in rows], answers[rows])
@@ -108,6 +112,8 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
             if valid is None or step % eval_every:
                 continue
             ndcg = validate(reranker, valid)
@@ -123,6 +129,7 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
                 if stop:
                     log(f"early stop: no better NDCG@10 in {patience} validations (best {best:.4f})")
                     break
+        bar.close()
         if stop:
             break
     if best_state is not None:
