@@ -32,7 +32,7 @@ def main():
     pools = ground_truth_pools(data, loo.test, n_negatives=19, seed=98765).items[:args.users]
     inputs = loo.test.inputs[:args.users]
     t = time.perf_counter()
-    reranker = LLMReranker.from_pretrained(smollm2_folder(), titles=item_titles(data), batch_size=args.batch_size)
+    reranker = LLMReranker.from_pretrained(smollm2_folder(), titles=item_titles(data), eval_batch_size=args.batch_size)
     load = time.perf_counter() - t
     prompts = reranker.prompts(inputs, pools)
     lengths = [len(reranker.tokenizer.encode(x)) for x in prompts]

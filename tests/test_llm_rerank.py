@@ -366,5 +366,6 @@ def test_llm_reranker_through_the_command_line(llama_tokenizer, tmp_path, capsys
     assert main(["rerank", "llm", str(folder), "--mode", "ground_truth", "-p", params, "--root", str(tmp_path / "exp")]) == 0
     out = capsys.readouterr().out
     assert "test: 6 users, sampled-20" in out
+    assert "epoch 1 step 2:" in out  # batch_size is the LoRA batch: 8 users in steps of 4 (not the scoring batch)
     saved = tmp_path / "exp" / "rerank" / "llm" / "shop" / "seed42"
     assert (saved / "reranker" / "adapter_model.safetensors").exists() and (saved / "rerank_metrics_ground_truth.json").exists()

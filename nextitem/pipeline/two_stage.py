@@ -154,7 +154,7 @@ class LLMRunParams:
     model: str = "smollm2"
     epochs: int = 0  # 0 = zero-shot
     lr: float = 1e-4
-    batch_size: int = 8
+    batch_size: int = 8  # prompts per LoRA step (scoring batches are eval_batch_size)
     patience: int = 20
     train_users: int = 0
     valid_users: int = 100

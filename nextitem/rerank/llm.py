@@ -34,7 +34,7 @@ class LLMRerankConfig:
     max_history: int = 20
     title_tokens: int = 32
     max_length: int = 1536
-    batch_size: int = 8  # prompts per forward pass when scoring
+    eval_batch_size: int = 8  # prompts per forward pass when scoring (the training batch is the run's batch_size)
     lora_r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -172,7 +172,7 @@ class LLMReranker:
         n = n_candidates or self.config.n_candidates
         if n > len(self.letter_ids):
             raise ValueError(f"n_candidates={n} but this reranker resolved {len(self.letter_ids)} letters.")
-        batch_size = batch_size or self.config.batch_size
+        batch_size = batch_size or self.config.eval_batch_size
         ids = self.encode(prompts)
         order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths together: less padding
         out = torch.empty((len(ids), n), dtype=torch.float32)
@@ -312,7 +312,10 @@ class LLMReranker:
             raise DataError(f"{folder}: no {CONFIG_FILE}; not a folder written by LLMReranker.save().")
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        config = build(LLMRerankConfig, saved["config"], source=path)
+        values = dict(saved["config"])
+        if "batch_size" in values:  # written before the scoring batch was named eval_batch_size
+            values["eval_batch_size"] = values.pop("batch_size")
+        config = build(LLMRerankConfig, values, source=path)
         if model is None:
             if not config.base_model:
                 raise DataError(f"{path}: no base_model recorded; pass the model and tokenizer to load().")
