@@ -369,3 +369,22 @@ def test_llm_reranker_through_the_command_line(llama_tokenizer, tmp_path, capsys
     assert "epoch 1 step 2:" in out  # batch_size is the LoRA batch: 8 users in steps of 4 (not the scoring batch)
     saved = tmp_path / "exp" / "rerank" / "llm" / "shop" / "seed42"
     assert (saved / "reranker" / "adapter_model.safetensors").exists() and (saved / "rerank_metrics_ground_truth.json").exists()
+
+
+def test_gradient_checkpointing_is_on_by_default_and_gives_the_same_gradients(qwen_tokenizer, data):
+    loo = LeaveOneOut.from_histories(data)
+    ex = training_examples(loo, n_candidates=20, seed=0)
+    grads = {}
+    for checkpointing in (True, False):
+        r = LLMReranker(tiny_qwen(qwen_tokenizer, seed=2), qwen_tokenizer, titles=item_titles(data), max_length=400,
+                        lora_dropout=0.0, **({} if checkpointing else {"gradient_checkpointing": False}))
+        torch.manual_seed(0)  # the same fresh LoRA weights in both
+        r.add_lora()
+        r.model.train()  # checkpointing only acts in training mode
+        assert any(getattr(m, "gradient_checkpointing", False) for m in r.model.modules()) == checkpointing
+        batch = r.training_batch(r.encode(r.prompts(ex.split.inputs[:4], ex.pools.items[:4])), [1, 2, 3, 4])
+        r.loss(batch).backward()
+        grads[checkpointing] = {n: p.grad.clone() for n, p in r.model.named_parameters() if p.requires_grad}
+    assert grads[True].keys() == grads[False].keys()
+    for n in grads[True]:
+        assert torch.allclose(grads[True][n], grads[False][n], atol=1e-6), n
