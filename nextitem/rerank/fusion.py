@@ -50,6 +50,7 @@ def standardise(scores: np.ndarray) -> np.ndarray:
 def fuse(reranker_scores: np.ndarray, retriever_scores: np.ndarray, weight: float) -> np.ndarray:
     """(1 - weight) * standardised reranker scores + weight * standardised retriever scores."""
     r, q = standardise(reranker_scores), standardise(retriever_scores)
+    # the ends return one side alone: 0 * -inf (a masked item of the other side) would be nan
     if weight == 0.0:
         return r
     if weight == 1.0:

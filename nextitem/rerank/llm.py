@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..config import build, to_dict
 from ..data.histories import Split
@@ -181,8 +182,6 @@ class LLMReranker:
         was_training = self.model.training
         self.model.eval()
         letters = self.letter_ids[:n].to(self.device)
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(ids), desc="LLM scoring", unit="prompt", leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
             for start in range(0, len(ids), batch_size):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..data.histories import LeaveOneOut, Split
 from .candidates import Candidates, evaluate_reranked
@@ -75,8 +76,6 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
     ``valid``, the best adapter weights are restored at the end. ``progress``: a bar per epoch
     with the running loss (a CPU step takes seconds, so silence would look like a hang).
     """
-    from tqdm.auto import tqdm
-
     if len(train) == 0:
         raise ValueError("no training examples (users need at least 2 training items).")
     if train.pools.k > reranker.config.n_candidates:
