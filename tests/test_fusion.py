@@ -120,3 +120,39 @@ def test_rerank_results_fits_on_validation_and_reports_the_reranker_alone():
     assert none["test"].metrics == alone.metrics and "test_reranker_only" not in none
     fixed = rerank_results(TableReranker(reranker), loo, "retrieval", cands, rerank_top_k=20, splits=("test",), fusion=1.0)
     assert fixed["test"].metrics == fixed["test_retriever"].metrics  # weight 1: the retriever's order
+
+
+def test_rerank_results_reuses_known_validation_scores_only_for_the_same_users_and_pools():
+    import pandas as pd
+
+    from nextitem.data.histories import HistoryData, LeaveOneOut
+
+    rng = np.random.default_rng(5)
+    rows = [(f"u{u}", f"i{i}", t) for u in range(60) for t, i in enumerate(rng.choice(30, 5, replace=False))]
+    loo = LeaveOneOut.from_histories(HistoryData.from_frame(pd.DataFrame(rows, columns=["UserId", "ItemId", "Time"])))
+    table = rng.normal(size=(loo.data.n_users, loo.n_items)).astype(np.float32)
+    cands = {s.name: Candidates(s.name, s.users.copy(), np.stack([rng.permutation(loo.n_items)[:10] for _ in s.users]),
+                                np.sort(rng.normal(size=(len(s), 10)).astype(np.float32), 1)[:, ::-1].copy())
+             for s in (loo.valid, loo.test)}
+
+    class Counting(TableReranker):
+        def __init__(self, t):
+            super().__init__(t)
+            self.scored = []
+
+        def score_candidates(self, split, cands):
+            self.scored.append(split.name)
+            return super().score_candidates(split, cands)
+
+    pool = cands["valid"].top(10).align(loo.valid)
+    known = {"users": loo.valid.users.copy(), "items": pool.items.copy(),
+             "scores": table[loo.valid.users[:, None], pool.items]}
+    fresh, reusing = Counting(table), Counting(table)
+    a = rerank_results(fresh, loo, "retrieval", cands, rerank_top_k=10, splits=("test",))
+    b = rerank_results(reusing, loo, "retrieval", cands, rerank_top_k=10, splits=("test",), known={"valid": known})
+    assert fresh.scored == ["valid", "test"] and reusing.scored == ["test"]
+    assert a["test"].metrics == b["test"].metrics and a["test"].extra["retriever_weight"] == b["test"].extra["retriever_weight"]
+    other = Counting(table)  # other pools (say, another retriever's): the known scores do not apply
+    rerank_results(other, loo, "retrieval", cands, rerank_top_k=10, splits=("test",),
+                   known={"valid": {**known, "items": np.roll(known["items"], 1, axis=1)}})
+    assert other.scored == ["valid", "test"]

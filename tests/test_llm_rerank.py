@@ -332,6 +332,10 @@ def test_fit_with_early_stopping_then_save_and_load_give_the_same_scores(llama_t
     from nextitem.rerank.llm_train import validate
 
     assert validate(loaded, valid) == pytest.approx(best)  # the best adapter was kept, not the last
+    # ... and its validation scores are kept for fitting the fusion weight without scoring again
+    kept = r.valid_scores
+    assert np.array_equal(kept["users"], loo.valid.users) and np.array_equal(kept["items"], valid_pools.items)
+    assert np.allclose(kept["scores"], r.score_candidates(loo.valid, valid_pools), atol=1e-6)
 
 
 # ---------------------------------------------------------------------- packaged weights

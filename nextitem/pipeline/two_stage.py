@@ -74,7 +74,8 @@ def subset(split: Split, n: int | None, seed: int = 0) -> Split:
 
 def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, Candidates] | None = None,
                    rerank_top_k: int = 20, splits=SPLITS, seed: int = 98765, max_users: int | None = None,
-                   log=None, fusion: str | float = "auto", valid_users: int | None = None) -> dict[str, RankingResult]:
+                   log=None, fusion: str | float = "auto", valid_users: int | None = None,
+                   known: dict[str, dict] | None = None) -> dict[str, RankingResult]:
     """Results of ``reranker`` (``score_candidates(split, cands)``) in ``mode`` on ``splits``.
 
     ``max_users`` evaluates a seeded sample of users (slow rerankers); in retrieval mode the
@@ -82,6 +83,8 @@ def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, 
     "auto" mixes in the retriever's scores with a weight fitted on validation (``valid_users`` of
     them when the validation split is not evaluated anyway), a number fixes that weight, "none"
     keeps the reranker alone; with fusion the reranker alone is reported as ``{split}_reranker_only``.
+    ``known``: split name -> {"users", "items", "scores"} already computed by this reranker (the
+    LLM's validation during LoRA); used only where the users and pools are exactly these.
     """
     if mode not in MODES:
         raise ValueError(f"unknown rerank mode {mode!r}; use retrieval or ground_truth.")
@@ -96,6 +99,12 @@ def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, 
             pool = candidates[s].top(rerank_top_k).align(split)
         else:
             pool = ground_truth_pools(loo.data, split, n_negatives=19, seed=seed)
+        done = (known or {}).get(s)
+        if done is not None and np.array_equal(done["users"], split.users) and np.array_equal(done["items"], pool.items):
+            scored[s] = (split, pool, done["scores"], done.get("seconds", 0.0))
+            if log:
+                log(f"{s}: {len(split):,} users already scored (validation during training)")
+            continue
         t = time.perf_counter()
         scored[s] = (split, pool, reranker.score_candidates(split, pool), time.perf_counter() - t)
         if log:
@@ -202,8 +211,9 @@ def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None
                          else candidates["valid"].top(rerank_top_k).align(valid_split))
         fit(reranker, train, valid, seed=seed, log=log, progress=progress, **train_opts)
         reranker.save(out / "reranker")
+    known = {"valid": reranker.valid_scores} if getattr(reranker, "valid_scores", None) else None
     results = rerank_results(reranker, loo, mode, candidates, rerank_top_k, splits=("test",), seed=seed,
-                             max_users=eval_users, log=log, fusion=fusion, valid_users=valid_users)
+                             max_users=eval_users, log=log, fusion=fusion, valid_users=valid_users, known=known)
     out.mkdir(parents=True, exist_ok=True)
     save_rerank(out, mode, results, log)
     return results

@@ -89,6 +89,7 @@ class LLMReranker:
         self.builder = None
         self._compiled = None
         self.progress = False  # a bar over the prompts while scoring (a CPU prompt takes seconds)
+        self.valid_scores = None  # set by LoRA fitting: the kept adapter's validation scores
         if titles is not None:
             self.use_titles(titles)
 

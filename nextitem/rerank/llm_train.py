@@ -63,8 +63,12 @@ def training_examples(loo: LeaveOneOut, n_candidates: int = 20, seed: int = 0, m
 
 
 def validate(reranker, valid: Examples) -> float:
+    return _validate(reranker, valid)[0]
+
+
+def _validate(reranker, valid: Examples) -> tuple[float, np.ndarray]:
     scores = reranker.score_candidates(valid.split, valid.pools)
-    return evaluate_reranked(scores, valid.pools, valid.split, cutoffs=(10,)).metrics["ndcg@10"]
+    return evaluate_reranked(scores, valid.pools, valid.split, cutoffs=(10,)).metrics["ndcg@10"], scores
 
 
 def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 1, lr: float = 1e-4,
@@ -73,8 +77,10 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
     """LoRA-tune ``reranker`` (adapters are added if it has none); returns the validation history.
 
     ``eval_every``: validate every so many optimizer steps (default: once per epoch). With
-    ``valid``, the best adapter weights are restored at the end. ``progress``: a bar per epoch
-    with the running loss (a CPU step takes seconds, so silence would look like a hang).
+    ``valid``, the best adapter weights are restored at the end, and ``reranker.valid_scores``
+    holds their scores of the validation examples ({"users", "items", "scores"}), so that fitting
+    a fusion weight afterwards need not score them again. ``progress``: a bar per epoch with the
+    running loss (a CPU step takes seconds, so silence would look like a hang).
     """
     if len(train) == 0:
         raise ValueError("no training examples (users need at least 2 training items).")
@@ -115,13 +121,14 @@ def fit(reranker, train: Examples, valid: Examples | None = None, epochs: int = 
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if valid is None or step % eval_every:
                 continue
-            ndcg = validate(reranker, valid)
+            ndcg, scores = _validate(reranker, valid)
             history.append({"epoch": epoch + 1, "step": step, "loss": loss.item(), "valid_ndcg@10": ndcg,
                             "seconds": time.perf_counter() - started})
             log(f"epoch {epoch + 1} step {step}: loss {loss.item():.4f}, valid NDCG@10 {ndcg:.4f}")
             if ndcg > best:
                 best, bad = ndcg, 0
                 best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                reranker.valid_scores = {"users": valid.split.users.copy(), "items": valid.pools.items.copy(), "scores": scores}
             else:
                 bad += 1
                 stop = bad >= patience
