@@ -52,6 +52,18 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path):
     assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in full.history], rel=0, abs=0)
 
 
+def test_low_memory_changes_memory_use_not_results(tmp_path):
+    """low_memory only moves where freed memory goes; the run, and a resume across it, are the same."""
+    full = run(epochs=3)
+    assert [r["loss"] for r in run(epochs=3, low_memory=True).history] == [r["loss"] for r in full.history]
+    ckpt = tmp_path / "ckpt.pt"
+    run(epochs=1, checkpoint=ckpt)
+    resumed = run(epochs=3, checkpoint=ckpt, low_memory=True, eval_batch_size=7)
+    for k, v in weights(full).items():
+        torch.testing.assert_close(weights(resumed)[k], v, rtol=0, atol=0)
+    run(epochs=1)  # back to the default for the rest of the process
+
+
 def test_resume_with_other_settings_is_refused(tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     run(epochs=1, checkpoint=ckpt)

@@ -46,6 +46,9 @@ class TrainConfig:
     # Long histories: False trains on each user's newest max_len items (SASRec); True also on the
     # older windows, every target once per epoch (the official LRURec / BERT4Rec-VAE data).
     windows: bool = False
+    # Hand large temporaries back to the OS after each use instead of keeping them in the heap:
+    # SASRec on ml-1m peaks at 0.99 GB instead of 1.35 GB, and its epochs take ~25% longer.
+    low_memory: bool = False
 
     def __post_init__(self):
         def bad(name, why):
@@ -107,7 +110,8 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
         best_weights = _load_checkpoint(checkpoint, model, opt, rng, state, cfg)
         log(f"Resumed from {checkpoint} after epoch {state['epoch']}")
     wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    keep_freed_memory()  # the loss's large temporaries: reused heap memory, not fresh page faults
+    # the step's large temporaries: reused heap memory, not fresh page faults (unless low_memory)
+    keep_freed_memory(4 if cfg.low_memory else 32)
 
     sequences = training_sequences(data.train, net.max_len, cfg.windows)
     trainable = np.arange(len(sequences))
@@ -217,9 +221,11 @@ def _load_checkpoint(path, model, opt, rng, state, cfg):
     except Exception as e:  # a truncated or foreign file: say which and what to do
         raise DataError(f"{path}: not a readable nextitem checkpoint ({e}); delete it to start afresh.") from None
     same_model = payload.get("model") == model.name and payload.get("model_config") == to_dict(model.config)
-    # Epochs and patience may be raised on resume; everything that shapes the run must match.
-    fixed = {k: v for k, v in to_dict(cfg).items() if k not in ("epochs", "patience")}
-    same_train = {k: v for k, v in payload.get("train_config", {}).items() if k not in ("epochs", "patience")} == fixed
+    # Epochs and patience may be raised on resume, and memory use changed; everything that shapes
+    # the run must match.
+    free = ("epochs", "patience", "low_memory", "eval_batch_size")
+    fixed = {k: v for k, v in to_dict(cfg).items() if k not in free}
+    same_train = {k: v for k, v in payload.get("train_config", {}).items() if k not in free} == fixed
     if not (same_model and same_train):
         raise ConfigError(f"{path}: this checkpoint was written by a run with other settings; "
                           "use the same model and training parameters to resume, or delete the file to start afresh.")

@@ -1,0 +1,56 @@
+"""The matrix-multiply floor of one GRU4Rec training step on this machine.
+
+    python benchmarks/gru4rec_gemm_floor.py
+
+Times only the dense matrix products a step cannot avoid (scores over the in-batch and sampled
+columns, their two gradient products, and a one-layer GRU's forward and backward products), with
+the official README's RetailRocket (bpr-max) and Yoochoose (cross-entropy) shapes, and prints the
+events/s that would remain if everything else in the step cost nothing. A speed target above that
+figure cannot be met by the same algorithm in float32 on this CPU.
+"""
+import argparse
+import time
+
+import torch
+
+SHAPES = {  # name: (batch_size, layer size, n_sample)
+    "retailrocket bpr-max": (80, 224, 2048),
+    "yoochoose1_64 cross-entropy": (48, 480, 2048),
+}
+
+
+def floor_ms(batch: int, hidden: int, n_sample: int, n_items: int = 40_000, repeats: int = 200) -> float:
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(n_items, hidden, generator=g)
+    columns = torch.randint(0, n_items, (batch + n_sample,), generator=g)
+    h, x = torch.randn(batch, hidden, generator=g), torch.randn(batch, hidden, generator=g)
+    w_in, w_rec = torch.randn(3 * hidden, hidden, generator=g), torch.randn(3 * hidden, hidden, generator=g)
+
+    def step():
+        out = table.index_select(0, columns)  # the output rows of this step's columns
+        scores = h @ out.t()
+        scores @ out, scores.t() @ h  # d hidden, d output rows
+        gates_in, gates_rec = x @ w_in.t(), h @ w_rec.t()  # GRU forward
+        gates_in @ w_in, gates_rec @ w_rec, gates_in.t() @ x, gates_rec.t() @ h  # GRU backward
+
+    for _ in range(20):
+        step()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - t) / repeats * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for name, (batch, hidden, n_sample) in SHAPES.items():
+        ms = floor_ms(batch, hidden, n_sample)
+        print(f"{name} (batch {batch}, layers {hidden}, n_sample {n_sample}): matrix products alone "
+              f"{ms:.2f} ms per step, so at most {batch / ms * 1e3:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
