@@ -39,6 +39,8 @@ def test_same_seed_same_model_and_learning_happens():
         assert torch.equal(v, weights(b)[k]), k
     losses = [r["loss"] for r in a.history]
     assert losses[-1] < losses[0]
+    peaks = [r["peak_rss_gb"] for r in a.history]  # kept per epoch, so a killed long run still has it
+    assert 0.05 < peaks[0] <= peaks[-1] < 100
 
 
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -146,6 +147,8 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
             bar.set_postfix(loss=f"{total / terms:.4f}", refresh=False)
         bar.close()
         record = {"epoch": epoch, "loss": total / max(terms, 1), "train_s": round(time.perf_counter() - t0, 2)}
+        if (peak := _peak_rss_gb()) is not None:  # in the checkpoint too, so a killed long run keeps it
+            record["peak_rss_gb"] = peak
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
             result = evaluate_ranking(model.score, data.valid, data.n_items, cutoffs=cfg.cutoffs, mode=cfg.ties,
@@ -189,6 +192,16 @@ def training_sequences(histories: list[np.ndarray], max_len: int, windows: bool)
             out.append(h[max(0, end - max_len - 1):end])
             end -= max_len
     return out
+
+
+def _peak_rss_gb() -> float | None:
+    """This process's peak resident memory so far (Linux / macOS; None elsewhere)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e9 if sys.platform == "darwin" else 1e6), 3)  # bytes on macOS, KiB on Linux
 
 
 def _bar(total, desc, enabled):
