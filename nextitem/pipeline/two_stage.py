@@ -101,7 +101,7 @@ def rerank_results(reranker, loo: LeaveOneOut, mode: str, candidates: dict[str, 
             pool = ground_truth_pools(loo.data, split, n_negatives=19, seed=seed)
         done = (known or {}).get(s)
         if done is not None and np.array_equal(done["users"], split.users) and np.array_equal(done["items"], pool.items):
-            scored[s] = (split, pool, done["scores"], done.get("seconds", 0.0))
+            scored[s] = (split, pool, done["scores"], 0.0)
             if log:
                 log(f"{s}: {len(split):,} users already scored (validation during training)")
             continue
@@ -211,7 +211,7 @@ def train_llm_reranker(data, mode: str = "retrieval", params: dict | None = None
                          else candidates["valid"].top(rerank_top_k).align(valid_split))
         fit(reranker, train, valid, seed=seed, log=log, progress=progress, **train_opts)
         reranker.save(out / "reranker")
-    known = {"valid": reranker.valid_scores} if getattr(reranker, "valid_scores", None) else None
+    known = {"valid": reranker.valid_scores} if reranker.valid_scores else None
     results = rerank_results(reranker, loo, mode, candidates, rerank_top_k, splits=("test",), seed=seed,
                              max_users=eval_users, log=log, fusion=fusion, valid_users=valid_users, known=known)
     out.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
             bar.set_postfix(loss=f"{total / terms:.4f}", refresh=False)
         bar.close()
         record = {"epoch": epoch, "loss": total / max(terms, 1), "train_s": round(time.perf_counter() - t0, 2)}
-        if (peak := _peak_rss_gb()) is not None:  # in the checkpoint too, so a killed long run keeps it
+        if (peak := peak_rss_gb()) is not None:  # in the checkpoint too, so a killed long run keeps it
             record["peak_rss_gb"] = peak
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
@@ -194,7 +194,7 @@ def training_sequences(histories: list[np.ndarray], max_len: int, windows: bool)
     return out
 
 
-def _peak_rss_gb() -> float | None:
+def peak_rss_gb() -> float | None:
     """This process's peak resident memory so far (Linux / macOS; None elsewhere)."""
     try:
         import resource
