@@ -7,6 +7,7 @@ nine separate torch ops (gather, scatter, ...) over the same rows; here it is on
 from __future__ import annotations
 
 import ctypes
+import os
 import ctypes.util
 
 import numpy as np
@@ -105,3 +106,41 @@ def keep_freed_memory(mmap_threshold_mb: int = 32) -> bool:
         return bool(ok)
     except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
         return False
+
+
+def _rss_gb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    except (OSError, ValueError, IndexError):  # no procfs (macOS)
+        return None
+
+
+class FreedMemoryTrimmer:
+    """Gives the heap's free pages back to the OS (glibc's malloc_trim) once RSS has grown by
+    ``slack_gb`` since the last trim; call it after every step.
+
+    With freed memory kept (above), batches whose tensor sizes vary from step to step (LRURec packs
+    the real positions of each batch) fragment the heap, and RSS crept up by 0.6 GB per ml-1m epoch:
+    2.8 GB after two epochs, 0.62 GB once trimmed. Models with steady sizes never reach the slack,
+    so they keep their reused memory and their speed.
+    """
+
+    def __init__(self, slack_gb: float = 1.0):
+        self.slack_gb, self.base = slack_gb, None
+        try:
+            self._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: its allocator manages this itself
+            self._trim = None
+
+    def __call__(self) -> bool:
+        now = _rss_gb() if self._trim is not None else None
+        if now is None:
+            return False
+        if self.base is None or now < self.base:
+            self.base = now
+        if now <= self.base + self.slack_gb:
+            return False
+        self._trim(0)
+        self.base = _rss_gb()
+        return True

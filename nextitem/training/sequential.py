@@ -26,7 +26,7 @@ from ..config import ConfigError, to_dict
 from ..data.histories import LeaveOneOut
 from ..data.io import DataError, atomic_write
 from ..evaluation.ranking import SEQUENTIAL_METRICS, evaluate_ranking
-from .kernels import keep_freed_memory
+from .kernels import FreedMemoryTrimmer, keep_freed_memory
 
 
 @dataclass
@@ -113,6 +113,7 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
     wrapped = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     # the step's large temporaries: reused heap memory, not fresh page faults (unless low_memory)
     keep_freed_memory(4 if cfg.low_memory else 32)
+    trim = FreedMemoryTrimmer()  # ... but not without bound when batch shapes vary (LRURec)
 
     sequences = training_sequences(data.train, net.max_len, cfg.windows)
     trainable = np.arange(len(sequences))
@@ -143,6 +144,7 @@ def train(model, data: LeaveOneOut, cfg: TrainConfig, checkpoint: str | os.PathL
                 raise FloatingPointError(f"epoch {epoch}, step {step + 1}: the loss is {value}; lower lr (now {cfg.lr}) "
                                          "or set grad_clip.")
             total, terms = total + value, terms + 1
+            trim()
             bar.update(1)
             bar.set_postfix(loss=f"{total / terms:.4f}", refresh=False)
         bar.close()
