@@ -7,8 +7,8 @@ nine separate torch ops (gather, scatter, ...) over the same rows; here it is on
 from __future__ import annotations
 
 import ctypes
-import os
 import ctypes.util
+import os
 
 import numpy as np
 from numba import njit, prange
