@@ -90,6 +90,10 @@ def adagrad_rows(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 def keep_freed_memory(mmap_threshold_mb: int = 32) -> bool:
     """Stop glibc from returning every freed large tensor to the OS.
 
@@ -100,7 +104,7 @@ def keep_freed_memory(mmap_threshold_mb: int = 32) -> bool:
     epoch, 4 MB gave 0.99 GB at 59.8 s). The setting is process-wide.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = _libc()
         ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold_mb * 1024 * 1024) and \
             libc.mallopt(_M_TRIM_THRESHOLD, 512 * 1024 * 1024)
         return bool(ok)
@@ -129,7 +133,7 @@ class FreedMemoryTrimmer:
     def __init__(self, slack_gb: float = 1.0):
         self.slack_gb, self.base = slack_gb, None
         try:
-            self._trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            self._trim = _libc().malloc_trim
         except (OSError, AttributeError):  # not glibc: its allocator manages this itself
             self._trim = None
 
