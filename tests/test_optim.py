@@ -91,6 +91,34 @@ def check_step_rows(path, shape, momentum):
     assert opt.sparse_mom is None or momentum > 0
 
 
+
+@pytest.mark.parametrize("path", ["numba", "torch"])
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_step_rows_with_bias_matches_two_dense_references(path, momentum):
+    """bias=(b, g): the table's rows and the bias entries of the first len(g) indices, in one call, as
+    two separate updates would do (rows only in the tail, like GRU4Rec's input rows, leave b alone)."""
+    dtype = torch.float64 if path == "torch" else torch.float32
+    gen = torch.Generator().manual_seed(11)
+    W = torch.randn(25, 6, generator=gen).to(dtype)
+    b = torch.randn(25, generator=gen).to(dtype)
+    opt = AdagradM([], [W, b], 0.05, momentum)
+    ref_W, ref_b = DenseRef(W, 0.05, momentum), DenseRef(b, 0.05, momentum)
+    for it in range(6):
+        head = random_rows(gen, 25, 15, dup_heavy=it % 2 == 0)  # the output columns: W and b
+        tail = torch.randint(0, 25, (5,), generator=gen)  # input rows: W only
+        rows = torch.cat([head, tail])
+        g = torch.randn(len(rows), 6, generator=gen).to(dtype)
+        gb = torch.randn(len(head), generator=gen).to(dtype)
+        before_b = b.clone()
+        ref_W.step_rows(rows, g.clone())
+        touched_b = ref_b.step_rows(head, gb.clone())
+        opt.step_rows(W, rows, g.clone(), bias=(b, gb.clone()))
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(W.to(torch.float64), ref_W.p, **tol)
+        torch.testing.assert_close(b.to(torch.float64), ref_b.p, **tol)
+        torch.testing.assert_close(opt.sparse_acc[id(b)].to(torch.float64), ref_b.acc, **tol)
+        assert torch.equal(b[~touched_b], before_b[~touched_b])
+
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_numba_and_torch_paths_agree(momentum):
     gen = torch.Generator().manual_seed(3)

@@ -303,8 +303,10 @@ def session_parallel_steps(data: SessionData, batch_size: int, H: list[torch.Ten
             yield inputs[s], targets[s]
         if rnd.finished.any():
             finished = torch.from_numpy(rnd.finished).to(device).unsqueeze(1)
-            keep = torch.from_numpy(rnd.keep).to(device)
-            H[:] = [h.masked_fill(finished, 0.0)[keep] for h in H]
+            H[:] = [h.masked_fill(finished, 0.0) for h in H]
+            if not rnd.keep.all():  # the batch shrinks only at the end of the data
+                keep = torch.from_numpy(rnd.keep).to(device)
+                H[:] = [h[keep] for h in H]
 
 
 class GRU4Rec:

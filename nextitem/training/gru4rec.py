@@ -178,10 +178,9 @@ class _Step:
         with torch.no_grad():
             if self.shared:
                 gW[C:] = grads[-1]
-                opt.step_rows(net.Wy, torch.cat((Y, x)), gW)
+                opt.step_rows(net.Wy, torch.cat((Y, x)), gW, bias=(net.By, gb))
             else:
-                opt.step_rows(net.Wy, Y, gW)
+                opt.step_rows(net.Wy, Y, gW, bias=(net.By, gb))
                 opt.step_rows(table, x, grads[-1])
-            opt.step_rows(net.By, Y, gb)
             opt.step_dense(list(grads[:-1]))
         return loss

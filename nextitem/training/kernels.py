@@ -15,7 +15,7 @@ from numba import njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom):  # pragma: no cover - compiled
+def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB, n_bias):  # pragma: no cover - compiled
     order = np.argsort(idx, kind="mergesort")
     n = idx.shape[0]
     # group boundaries of equal indices in sorted order
@@ -49,6 +49,23 @@ def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom):  # pragma: no cove
                 v = acc[r, d] + g * g
                 acc[r, d] = v
                 W[r, d] -= lr * g / np.sqrt(v + eps)
+        if n_bias > 0:  # the bias rows: gradients for the first n_bias indices, summed per row
+            gb = np.float32(0.0)
+            hit = False
+            for k in range(a, b):
+                o = order[k]
+                if o < n_bias:
+                    gb += gB[o]
+                    hit = True
+            if hit:
+                v = accB[r] + gb * gb
+                accB[r] = v
+                if use_mom:
+                    m = mu * momB[r] - lr * gb / np.sqrt(v + eps)
+                    momB[r] = m
+                    Bv[r] += m
+                else:
+                    Bv[r] -= lr * gb / np.sqrt(v + eps)
     return n_groups
 
 
@@ -144,14 +161,22 @@ def adagrad_dense(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, G: np.
 
 
 def adagrad_rows(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np.ndarray, G: np.ndarray,
-                 lr: float, momentum: float, eps: float) -> int:
+                 lr: float, momentum: float, eps: float, bias: tuple | None = None) -> int:
     """In-place Adagrad(+momentum) update of rows ``idx`` of ``W`` (2-D) with gradients ``G``.
 
-    Duplicate indices are summed first (``G`` is used as scratch). Returns the number of rows.
+    Duplicate indices are summed first (``G`` is used as scratch). ``bias=(b, acc, mom, g)`` also
+    updates the 1-D table ``b`` at ``idx[:len(g)]`` with gradients ``g`` in the same pass, which
+    saves the bias its own sort of the indices. Returns the number of rows.
     """
     use_mom = mom is not None
+    if bias is None:
+        empty = np.zeros(0, dtype=W.dtype)
+        Bv, accB, momB, gB = empty, empty, empty, empty
+    else:
+        Bv, accB, momB, gB = bias
+        momB = momB if use_mom else accB
     return _adagrad_rows(W, acc, mom if use_mom else acc, idx, G, np.float32(lr), np.float32(momentum),
-                         np.float32(eps), use_mom)
+                         np.float32(eps), use_mom, Bv, accB, momB, gB, len(gB))
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

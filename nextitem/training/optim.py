@@ -43,18 +43,29 @@ class AdagradM:
             torch._foreach_add_(self.dense, steps, alpha=-self.lr)
 
     @torch.no_grad()
-    def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
+    def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
+                  bias: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Update ``param[rows]`` with ``grad`` (one gradient row per index; duplicates are summed).
 
-        ``grad`` may be overwritten. On the CPU one fused kernel does it all; elsewhere torch ops.
+        ``bias=(b, g)``: also update the 1-D table ``b`` at ``rows[:len(g)]`` with ``g`` (on the CPU in
+        the same kernel pass). ``grad`` may be overwritten. On the CPU one fused kernel does it all;
+        elsewhere torch ops.
         """
         acc = self.sparse_acc[id(param)]
         mom = self.sparse_mom[id(param)] if self.sparse_mom is not None else None
         if param.device.type == "cpu" and param.dtype == torch.float32:
             view = (lambda t: t.view(-1, 1)) if param.dim() == 1 else (lambda t: t)
+            fused = None
+            if bias is not None:
+                b, gb = bias
+                b_mom = self.sparse_mom[id(b)].numpy() if self.sparse_mom is not None else None
+                fused = (b.data.numpy(), self.sparse_acc[id(b)].numpy(), b_mom, gb.contiguous().numpy())
             adagrad_rows(view(param.data).numpy(), view(acc).numpy(), None if mom is None else view(mom).numpy(),
-                         rows.numpy(), view(grad).contiguous().numpy(), self.lr, self.momentum, self.eps)
+                         rows.numpy(), view(grad).contiguous().numpy(), self.lr, self.momentum, self.eps, bias=fused)
             return
+        if bias is not None:
+            b, gb = bias
+            self.step_rows(b, rows[: len(gb)], gb)
         rows, grad = coalesce_rows(rows, grad)
         a = acc.index_select(0, rows).addcmul_(grad, grad)
         acc.index_copy_(0, rows, a)
