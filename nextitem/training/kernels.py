@@ -1,8 +1,9 @@
 """CPU kernels for the per-step hot spots that PyTorch cannot fuse on its own.
 
-GRU4Rec makes ~10k tiny steps per epoch; on a CPU their cost is framework overhead and memory
-traffic, not arithmetic. The sparse Adagrad-with-momentum update of the touched item rows is
-nine separate torch ops (gather, scatter, ...) over the same rows; here it is one pass.
+GRU4Rec makes ~10k small steps per epoch. Apart from its matrix products, their cost is framework
+overhead and memory traffic: the sparse Adagrad-with-momentum update of the touched item rows (and
+their biases) is a dozen torch ops over the same rows, BPR-max ~20 passes over the score matrix;
+here each is one kernel.
 """
 from __future__ import annotations
 
