@@ -6,7 +6,9 @@ Times only the dense matrix products a step cannot avoid (scores over the in-bat
 columns, their two gradient products, and a one-layer GRU's forward and backward products), with
 the official README's RetailRocket (bpr-max) and Yoochoose (cross-entropy) shapes, and prints the
 events/s that would remain if everything else in the step cost nothing. A speed target above that
-figure cannot be met by the same algorithm in float32 on this CPU.
+figure cannot be met by the same algorithm in float32 with torch's BLAS on this CPU. It reports the
+best of several rounds: on a shared machine single rounds vary by up to 2x, and a floor must not
+include that noise.
 """
 import argparse
 import time
