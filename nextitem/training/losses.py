@@ -40,7 +40,9 @@ def bpr_max(R: torch.Tensor, bpreg: float, elu_param: float) -> tuple[torch.Tens
     e_j = exp(r_j - m) and the sigmoids, sigmoid(r_i - r_j) = 1 / (1 + e_j * exp(m - r_i)).
     """
     n = R.shape[0]
-    if R.device.type == "cpu" and R.dtype == torch.float32:  # one fused kernel: 0.85 ms instead of 1.16 (RetailRocket's 80 x 2,128)
+    # on the CPU, one fused kernel with vectorized exps: 0.27 ms against 1.16 ms for the torch ops
+    # below on RetailRocket's 80 x 2,128 (the same kernel with numba's scalar exp took 0.85 ms)
+    if R.device.type == "cpu" and R.dtype == torch.float32:
         row_loss, G = bpr_max_rows(R.contiguous().numpy(), bpreg, elu_param, EPS)
         return torch.tensor(row_loss.sum() / n, dtype=R.dtype), torch.from_numpy(G)
     S = torch.nn.functional.elu(R, alpha=elu_param) if elu_param > 0 else R
