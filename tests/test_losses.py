@@ -106,6 +106,21 @@ def test_cross_entropy_does_not_modify_input():
     assert torch.equal(R, R0) and torch.equal(logq, q0)
 
 
+def test_cross_entropy_target_far_below_the_rest():
+    # p_ii underflows (to 0 in the float32 kernel): the row's loss is -log(1e-24) and its gradient ~0,
+    # as the formula gives; the other rows are unaffected
+    R = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    R[0] += 30.0
+    R[0, 0] = -200.0
+    logq = torch.rand(7, dtype=torch.float64)
+    ref_loss, ref_grad = reference(ref_cross_entropy, R, logq)
+    for dtype in (torch.float64, torch.float32):
+        loss, grad = cross_entropy(R.to(dtype), logq.to(dtype))
+        assert torch.isfinite(loss) and torch.isfinite(grad).all()
+        assert grad[0].abs().max() < 1e-12
+        check(loss, grad, ref_loss, ref_grad, dtype, ref_cross_entropy, R, (logq,))
+
+
 @pytest.mark.parametrize("elu_param", [0.0, 0.5])
 def test_bpr_max_does_not_modify_input(elu_param):
     R = scores(4, 3, 1.0, 0).to(torch.float32)
