@@ -1,7 +1,9 @@
 """The closed-form losses and gradients of losses.py against autograd on the direct formulas (doc 1.5)."""
+import numpy as np
 import pytest
 import torch
 
+from nextitem.training.kernels import _exp_into
 from nextitem.training.losses import bpr_max, cross_entropy
 
 EPS = 1e-24
@@ -169,10 +171,6 @@ def test_chunked_softmax_cross_entropy_equals_full_softmax(monkeypatch, keep, wi
 def test_vectorized_exp_matches_float64_exp():
     """The BPR-max kernel's own float32 exp: within 1.5 ulp of float64 exp on [-87, 88], exactly 0 below
     (no denormals), inf above, NaN for NaN; in place as the kernel calls it."""
-    import numpy as np
-
-    from nextitem.training.kernels import _exp_into
-
     def exp(x):
         x = np.asarray(x, dtype=np.float32)
         out = np.empty_like(x)
