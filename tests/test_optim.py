@@ -175,9 +175,13 @@ def test_coalesce_rows():
     expect = {}
     for i, v in zip(index.tolist(), values):
         expect[i] = expect.get(i, 0) + v
-    assert sorted(rows.tolist()) == sorted(expect)
+    n = len(expect)
+    assert len(rows) == len(index) and sorted(rows[:n].tolist()) == sorted(expect)
     for r, s in zip(rows.tolist(), summed):
-        assert torch.equal(s, expect[r])
+        assert torch.equal(s, expect[r])  # the padding repeats a real (row, sum) pair
+    assert (rows[n:] == rows[0]).all()
+    one_d = coalesce_rows(index, values[:, 0])[1]
+    assert one_d.shape == (6,) and torch.equal(one_d, summed[:, 0])
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.3, 0.9])

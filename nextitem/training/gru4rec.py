@@ -7,7 +7,8 @@ One step, for slots with input items x and target items y:
   3. the item tables are updated on the touched rows only (duplicate rows summed first, one fused
      kernel on the CPU); the GRU weights get the dense update.
 The per-step cost on a CPU is dominated by framework overhead and memory traffic, not arithmetic,
-which is why the output layer avoids autograd and sparse tensors altogether.
+which is why the output layer avoids autograd and sparse tensors altogether. On a GPU the ~90 small
+kernels of a step are captured once as a CUDA graph and replayed (_GraphedStep).
 
 With ``checkpoint=PATH`` the full training state (weights, optimizer, random generators, sample
 store position) is written atomically after every epoch, and a run started again with the same
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -54,6 +56,7 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
         log_counts = torch.from_numpy(np.log(np.maximum(counts, 1)).astype(np.float32)).to(device)
     keep_freed_memory()
     step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(dropout_seed))
+    run_step = _GraphedStep(step, cfg.batch_size) if device.type == "cuda" else step
     min_slots = 1 if cfg.n_sample > 0 else 2  # without samples a lone slot has no negatives
     history = []
     if checkpoint and os.path.exists(checkpoint):
@@ -70,7 +73,7 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the GPU: no sync per step
         n_batches = n_events = 0
         for x, y in session_parallel_steps(data, cfg.batch_size, H, min_slots):
-            loss_sum += step(x, y, store.next(), H)
+            loss_sum += run_step(x, y, store.next(), H)
             n_batches += 1
             n_events += len(x)
             if bar is not None:
@@ -184,3 +187,64 @@ class _Step:
                 opt.step_rows(table, x, grads[-1])
             opt.step_dense(list(grads[:-1]))
         return loss
+
+
+class _GraphedStep:
+    """On a GPU: the full-batch step captured once as a CUDA graph, then replayed with new inputs.
+
+    Launched one by one from Python, a step's ~90 small kernels left an H100 idle most of the time
+    (Yoochoose: 4 ms per step, 0.35 ms of it GPU work). The same kernels run, so results equal the
+    plain step's. Shrunk batches at the end of an epoch run the plain step, and so does everything
+    after a failed capture (with a warning).
+    """
+
+    WARMUP = 3  # plain steps on a side stream first, as CUDA graph capture requires
+
+    def __init__(self, step: _Step, batch_size: int):
+        self.step, self.batch_size = step, batch_size
+        self.graph = None
+        self.failed = False
+        self.warmed = 0
+
+    def __call__(self, x, y, samples, H):
+        if self.failed or len(x) != self.batch_size:
+            return self.step(x, y, samples, H)
+        if self.graph is None:
+            if self.warmed < self.WARMUP:
+                self.warmed += 1
+                return self._on_side_stream(x, y, samples, H)
+            if not self._capture(x, y, samples, H):
+                return self.step(x, y, samples, H)
+        else:
+            self.x.copy_(x)
+            self.y.copy_(y)
+            self.samples.copy_(samples)
+            for h_in, h in zip(self.H_in, H):
+                h_in.copy_(h)
+        self.graph.replay()
+        H[:] = self.H_out  # overwritten by the next replay, after that replay has read them
+        return self.loss
+
+    def _on_side_stream(self, x, y, samples, H):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            loss = self.step(x, y, samples, H)
+        torch.cuda.current_stream().wait_stream(side)
+        return loss
+
+    def _capture(self, x, y, samples, H) -> bool:
+        """Record the step on static copies of this step's inputs (recording runs nothing)."""
+        self.x, self.y, self.samples = x.clone(), y.clone(), samples.clone()
+        self.H_in = [h.clone() for h in H]
+        graph = torch.cuda.CUDAGraph()
+        out = list(self.H_in)
+        try:
+            with torch.cuda.graph(graph):
+                self.loss = self.step(self.x, self.y, self.samples, out)
+        except RuntimeError as err:
+            warnings.warn(f"GRU4Rec: CUDA graph capture failed ({err}); training continues without it, more slowly.")
+            self.failed = True
+            return False
+        self.graph, self.H_out = graph, out
+        return True

@@ -66,16 +66,16 @@ class AdagradM:
         if bias is not None:
             b, gb = bias
             self.step_rows(b, rows[: len(gb)], gb)
-        rows, grad = coalesce_rows(rows, grad)
+        rows, grad = coalesce_rows(rows, grad)  # padded with repeats of its first row: write back with index_copy_
         a = acc.index_select(0, rows).addcmul_(grad, grad)
         acc.index_copy_(0, rows, a)
         step = a.add_(self.eps).rsqrt_().mul_(grad)  # reuses a's storage: acc already holds the new value
         if mom is not None:
             m = mom.index_select(0, rows).mul_(self.momentum).add_(step, alpha=-self.lr)
             mom.index_copy_(0, rows, m)
-            param.index_add_(0, rows, m)
+            param.index_copy_(0, rows, param.index_select(0, rows).add_(m))
         else:
-            param.index_add_(0, rows, step, alpha=-self.lr)
+            param.index_copy_(0, rows, param.index_select(0, rows).add_(step, alpha=-self.lr))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         state = {f"acc.{i}": t for i, t in enumerate(self.acc)}
@@ -94,8 +94,23 @@ class AdagradM:
 
 
 def coalesce_rows(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum the rows of ``values`` that share an ``index``; returns (unique index, summed rows)."""
-    rows, inverse = torch.unique(index, return_inverse=True)
-    summed = torch.zeros((len(rows),) + values.shape[1:], dtype=values.dtype, device=values.device)
-    summed.index_add_(0, inverse, values)
+    """Sum the rows of ``values`` that share an ``index``; returns (rows, summed rows), as long as ``index``.
+
+    Each distinct index comes once with its sum, then the first (row, sum) pair repeats as padding,
+    so writing results back with ``index_copy_`` writes the same value however often a row appears.
+    A fixed length instead of ``torch.unique``'s: on a GPU no wait to learn the output size, and the
+    step can be captured as a CUDA graph.
+    """
+    k = len(index)
+    if k == 0:
+        return index, values
+    srt, order = torch.sort(index, stable=True)  # duplicates summed in their given order
+    starts = torch.ones(k, dtype=torch.bool, device=index.device)
+    starts[1:] = srt[1:] != srt[:-1]
+    seg = starts.cumsum(0) - 1  # run number of each sorted entry
+    summed = torch.zeros_like(values).index_add_(0, seg, values.index_select(0, order))
+    rows = torch.zeros_like(index).index_copy_(0, seg, srt)  # equal values for a run's duplicate writes
+    valid = torch.arange(k, device=index.device) <= seg[-1]
+    rows = torch.where(valid, rows, rows[0])
+    summed = torch.where(valid.view((k,) + (1,) * (values.dim() - 1)), summed, summed[:1])
     return rows, summed
