@@ -99,6 +99,8 @@ def _save_checkpoint(path, model, opt, step, store, history) -> None:
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
     tensors.update({f"opt.{k}": v.detach().cpu().contiguous() for k, v in opt.state_dict().items()})
     tensors["torch_rng"] = torch.get_rng_state()
+    if model.device.type == "cuda":  # the GPU's dropout masks come from its own generator
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(model.device)
     meta = {"config": json.dumps(to_dict(model.config)), "history": json.dumps(history),
             "dropout_rng": json.dumps(step.rng.bit_generator.state), "store": json.dumps(store.state()),
             "n_items": str(model.net.n_items)}
@@ -125,6 +127,8 @@ def _load_checkpoint(path, model, opt, step, store) -> list[dict]:
     model.net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     opt.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("opt.")})
     torch.set_rng_state(tensors["torch_rng"])
+    if model.device.type == "cuda" and "cuda_rng" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda_rng"], model.device)
     step.rng.bit_generator.state = json.loads(meta["dropout_rng"])
     store.restore(json.loads(meta["store"]))
     return json.loads(meta["history"])
