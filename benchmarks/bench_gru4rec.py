@@ -54,6 +54,8 @@ def main(argv=None):
           f"({res.n_unseen} test events with unseen items dropped)")
     print(*res.lines())
     print(f"peak RSS: {peak_rss_gb():.2f} GB")
+    if model.device.type == "cuda":
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(model.device) / 1024**3:.2f} GB")
 
 
 if __name__ == "__main__":
