@@ -167,7 +167,6 @@ def test_chunked_softmax_cross_entropy_equals_full_softmax(monkeypatch, keep, wi
         torch.testing.assert_close(a, r)
 
 
-
 def test_vectorized_exp_matches_float64_exp():
     """The BPR-max kernel's own float32 exp: within 1.5 ulp of float64 exp on [-87, 88], exactly 0 below
     (no denormals), inf above, NaN for NaN; in place as the kernel calls it."""

@@ -91,7 +91,6 @@ def check_step_rows(path, shape, momentum):
     assert opt.sparse_mom is None or momentum > 0
 
 
-
 @pytest.mark.parametrize("path", ["numba", "torch"])
 @pytest.mark.parametrize("momentum", [0.0, 0.4])
 def test_step_rows_with_bias_matches_two_dense_references(path, momentum):
@@ -118,6 +117,7 @@ def test_step_rows_with_bias_matches_two_dense_references(path, momentum):
         torch.testing.assert_close(b.to(torch.float64), ref_b.p, **tol)
         torch.testing.assert_close(opt.sparse_acc[id(b)].to(torch.float64), ref_b.acc, **tol)
         assert torch.equal(b[~touched_b], before_b[~touched_b])
+
 
 @pytest.mark.parametrize("momentum", [0.0, 0.5])
 def test_numba_and_torch_paths_agree(momentum):
