@@ -114,8 +114,10 @@ class _GRUCellFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
         L = h.shape[1]
-        gi = torch.addmm(b_ih, x, w_ih.t())
-        gh = torch.addmm(b_hh, h, w_hh.t())
+        # Products written as (W @ x^T)^T: for these thin shapes torch's MKL is 10-20% faster with the
+        # long side first (see _Step); the transposed results feed elementwise ops only.
+        gi = torch.mm(w_ih, x.t()).t().add_(b_ih)
+        gh = torch.mm(w_hh, h.t()).t().add_(b_hh)
         rz = gi[:, : 2 * L].add_(gh[:, : 2 * L]).sigmoid_()
         r, z = rz[:, :L], rz[:, L:]
         ghn = gh[:, 2 * L :]
@@ -141,7 +143,7 @@ class _GRUCellFn(torch.autograd.Function):
         dz.mul_(z * (1 - z))
         dgh = dgi.clone()
         dgh[:, 2 * L :].mul_(r)
-        dx = dgi @ w_ih if ctx.needs_input_grad[0] else None
+        dx = torch.mm(w_ih.t(), dgi.t()).t() if ctx.needs_input_grad[0] else None  # = dgi @ w_ih, faster
         dw_ih = dgi.t() @ x
         dw_hh = dgh.t() @ h
         return dx, None, dw_ih, dw_hh, dgi.sum(0), dgh.sum(0)

@@ -166,7 +166,10 @@ class _Step:
             # input rows' in shared mode): 4 MB less passing through the cache per Yoochoose step, ~3%.
             buf = torch.empty((C + n if self.shared else C, hd.shape[1]), dtype=hd.dtype, device=hd.device)
             O = torch.index_select(net.Wy.detach(), 0, Y, out=buf[:C])
-            R = torch.addmm(net.By.detach().index_select(0, Y), hd, O.t())
+            # R = h O^T + b and dh = dR O computed as transposes, (O h^T)^T and (O^T dR^T)^T: with the
+            # 2,000-row side first, MKL ran them 10-20% faster on the 2-core AMD CPU here (Yoochoose
+            # step 8.9 -> 8.5 ms; RetailRocket and Diginetica unchanged within noise).
+            R = torch.mm(O, hd.t()).t().add_(net.By.detach().index_select(0, Y))
             if cfg.loss == "cross-entropy":
                 logq = None
                 if self.log_counts is not None:
@@ -177,7 +180,7 @@ class _Step:
                 loss, dR = cross_entropy(R, logq)
             else:
                 loss, dR = bpr_max(R, cfg.bpreg, cfg.elu_param)
-            dh = dR @ O
+            dh = torch.mm(O.t(), dR.t()).t()
             gb = dR.sum(0)
             gW = buf
             torch.mm(dR.t(), hd, out=gW[:C])  # overwrites O
