@@ -131,7 +131,9 @@ class _GRUCellFn(torch.autograd.Function):
         x, h, w_ih, rz, n, ghn = ctx.saved_tensors
         L = h.shape[1]
         r, z = rz[:, :L], rz[:, L:]
-        dgi = torch.empty((x.shape[0], 3 * L), dtype=dout.dtype, device=dout.device)
+        # laid out like the forward's transposed products (and dout), so the elementwise ops below
+        # run over contiguous memory
+        dgi = torch.empty((3 * L, x.shape[0]), dtype=dout.dtype, device=dout.device).t()
         dn = dgi[:, 2 * L :]
         torch.mul(dout, 1 - z, out=dn)
         dn.mul_(1 - n * n)  # through tanh
