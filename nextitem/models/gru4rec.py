@@ -115,7 +115,8 @@ class _GRUCellFn(torch.autograd.Function):
     def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
         L = h.shape[1]
         # Products written as (W @ x^T)^T: for these thin shapes torch's MKL is 10-20% faster with the
-        # long side first (see _Step); the transposed results feed elementwise ops only.
+        # long side first (see nextitem.training.gru4rec._Step). The results stay transposed: the
+        # elementwise ops and, through the new hidden state, later products take either layout.
         gi = torch.mm(w_ih, x.t()).t().add_(b_ih)
         gh = torch.mm(w_hh, h.t()).t().add_(b_hh)
         rz = gi[:, : 2 * L].add_(gh[:, : 2 * L]).sigmoid_()
