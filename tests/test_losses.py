@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextitem.training.kernels import _exp_into
+from nextitem.training.kernels import _exp_into, xe_columns
 from nextitem.training.losses import bpr_max, cross_entropy
 
 EPS = 1e-24
@@ -187,3 +187,49 @@ def test_vectorized_exp_matches_float64_exp():
     same = x.copy()
     _exp_into(same, same, np.empty(len(x), dtype=np.int32))
     np.testing.assert_array_equal(same, exp(x))
+
+
+def xe_columns_reference(R, By, Y, n, log_counts, alpha, logq):
+    """The direct formula in float64: softmax over R + By[Y] - logq * log q, q = count (in-batch) or count^alpha."""
+    R = R.to(torch.float64).requires_grad_()
+    w = torch.ones(len(Y), dtype=torch.float64)
+    w[n:] = alpha
+    shift = By.to(torch.float64)[Y]
+    if log_counts is not None:
+        shift = shift - logq * w * log_counts.to(torch.float64)[Y]
+    loss = ref_cross_entropy(R + shift)
+    (grad,) = torch.autograd.grad(loss, R)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("n,C,chunks", [(6, 15, 2), (6, 15, 4), (1, 1, 2), (3, 3, 5), (5, 40, 3), (48, 2096, 2)])
+@pytest.mark.parametrize("with_logq", [False, True])
+def test_xe_columns_kernel_equals_formula(n, C, chunks, with_logq):
+    g = torch.Generator().manual_seed(n * 7 + C)
+    n_items = 30
+    Y = torch.randint(0, n_items, (C,), generator=g)
+    By = torch.randn(n_items, generator=g)
+    log_counts = torch.log(torch.randint(1, 500, (n_items,), generator=g).float()) if with_logq else None
+    R = torch.randn(n, C, generator=g) * 3
+    ref_loss, ref_grad = xe_columns_reference(R, By, Y, n, log_counts, 0.3, 0.8)
+    RT = R.t().contiguous()
+    loss, gb = xe_columns(RT.numpy(), By.numpy(), Y.numpy(), n, None if log_counts is None else log_counts.numpy(),
+                          0.3, 0.8, EPS, n_chunks=chunks)
+    assert abs(loss - float(ref_loss)) < 1e-5
+    torch.testing.assert_close(RT.t().to(torch.float64), ref_grad, rtol=1e-4, atol=1e-7)  # RT now holds dR^T
+    torch.testing.assert_close(torch.from_numpy(gb).to(torch.float64), ref_grad.sum(0), rtol=1e-4, atol=1e-6)
+
+
+def test_xe_columns_kernel_target_far_below_the_rest():
+    # p_00 underflows in float32: row 0's loss is -log(1e-24) and its gradient 0, as the formula gives
+    g = torch.Generator().manual_seed(3)
+    R = torch.randn(3, 7, generator=g)
+    R[0] += 30.0
+    R[0, 0] = -200.0
+    Y, By = torch.arange(7), torch.zeros(7)
+    ref_loss, ref_grad = xe_columns_reference(R, By, Y, 3, None, 1.0, 0.0)
+    RT = R.t().contiguous()
+    loss, gb = xe_columns(RT.numpy(), By.numpy(), Y.numpy(), 3, None, 1.0, 0.0, EPS)
+    assert np.isfinite(loss) and np.isfinite(RT.numpy()).all()
+    assert abs(loss - float(ref_loss)) < 1e-5 and RT[:, 0].abs().max() < 1e-12
+    torch.testing.assert_close(RT.t().to(torch.float64), ref_grad, rtol=1e-4, atol=1e-7)

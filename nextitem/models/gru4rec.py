@@ -103,62 +103,6 @@ def _uniform_blocks(t: torch.Tensor, n_blocks: int, gen: torch.Generator, dim: i
             block.copy_(torch.rand(block.shape, generator=gen, dtype=torch.float32) * (2 * bound) - bound)
 
 
-class _GRUCellFn(torch.autograd.Function):
-    """torch.nn.GRUCell's math as one autograd node with a hand-written backward.
-
-    Same result as ``nn.GRUCell`` (r gates W_hn h + b_hn); one node instead of a dozen keeps the
-    per-step overhead of training small. The gradient to the previous hidden state is not computed:
-    GRU4Rec truncates backpropagation through time at one step.
-    """
-
-    @staticmethod
-    def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
-        L = h.shape[1]
-        # Products written as (W @ x^T)^T: for these thin shapes torch's MKL is 10-20% faster with the
-        # long side first (see nextitem.training.gru4rec._Step). The results stay transposed: the
-        # elementwise ops and, through the new hidden state, later products take either layout.
-        gi = torch.mm(w_ih, x.t()).t().add_(b_ih)
-        gh = torch.mm(w_hh, h.t()).t().add_(b_hh)
-        rz = gi[:, : 2 * L].add_(gh[:, : 2 * L]).sigmoid_()
-        r, z = rz[:, :L], rz[:, L:]
-        ghn = gh[:, 2 * L :]
-        n = torch.addcmul(gi[:, 2 * L :], r, ghn).tanh_()
-        out = torch.lerp(n, h, z)  # (1 - z) * n + z * h
-        ctx.save_for_backward(x, h, w_ih, rz, n, ghn)
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        x, h, w_ih, rz, n, ghn = ctx.saved_tensors
-        L = h.shape[1]
-        r, z = rz[:, :L], rz[:, L:]
-        # laid out like the forward's transposed products (and dout), so the elementwise ops below
-        # run over contiguous memory
-        dgi = torch.empty((3 * L, x.shape[0]), dtype=dout.dtype, device=dout.device).t()
-        dn = dgi[:, 2 * L :]
-        torch.mul(dout, 1 - z, out=dn)
-        dn.mul_(1 - n * n)  # through tanh
-        dr = dgi[:, :L]
-        torch.mul(dn, ghn, out=dr)
-        dr.mul_(r * (1 - r))
-        dz = dgi[:, L : 2 * L]
-        torch.mul(dout, h - n, out=dz)
-        dz.mul_(z * (1 - z))
-        dgh = dgi.clone()
-        dgh[:, 2 * L :].mul_(r)
-        dx = torch.mm(w_ih.t(), dgi.t()).t() if ctx.needs_input_grad[0] else None  # = dgi @ w_ih, faster
-        dw_ih = dgi.t() @ x
-        dw_hh = dgh.t() @ h
-        return dx, None, dw_ih, dw_hh, dgi.sum(0), dgh.sum(0)
-
-
-def gru_cell(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``cell(x, h)``; in training, through the single-node function above."""
-    if torch.is_grad_enabled() and not h.requires_grad:
-        return _GRUCellFn.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
-    return cell(x, h)
-
-
 class OneHotGRULayer(nn.Module):
     """First layer of the "none" embedding mode: a GRU whose input weights are an item table.
 
@@ -252,12 +196,13 @@ class GRU4RecNet(nn.Module):
     def init_hidden(self, batch: int, device=None) -> list[torch.Tensor]:
         return [torch.zeros(batch, size, device=device) for size in self.config.layers]
 
-    def step(self, x_rows: torch.Tensor, H: list[torch.Tensor], dropout=None) -> torch.Tensor:
+    def step(self, x_rows: torch.Tensor, H: list[torch.Tensor], dropout=None, cell_fn=None) -> torch.Tensor:
         """Advance the hidden state one event; returns the last layer's output.
 
         ``x_rows`` are the rows of :attr:`input_table` for the current items. ``H`` is updated in
         place (list items replaced). In training, ``dropout(x, p)`` is applied to the embedding and to
-        each layer's output, and the dropped-out state is what is carried on, as in the reference.
+        each layer's output, and the dropped-out state is what is carried on, as in the reference;
+        ``cell_fn(cell, x, h)``, if given, replaces ``cell(x, h)`` (training's faster GRU cell).
         """
         cfg = self.config
         if self.onehot is not None:
@@ -271,7 +216,7 @@ class GRU4RecNet(nn.Module):
             H[0] = x
             offset = 1
         for i, cell in enumerate(self.cells):
-            x = gru_cell(cell, x, H[offset + i])
+            x = cell(x, H[offset + i]) if cell_fn is None else cell_fn(cell, x, H[offset + i])
             if dropout is not None and cfg.dropout_p_hidden > 0:
                 x = dropout(x, cfg.dropout_p_hidden)
             H[offset + i] = x

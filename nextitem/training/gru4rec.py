@@ -29,8 +29,9 @@ from ..config import ConfigError, to_dict
 from ..data import SessionData
 from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
-from .losses import bpr_max, cross_entropy
-from .kernels import keep_freed_memory
+from .losses import EPS, bpr_max, cross_entropy
+from .gru_cell import gru_cell
+from .kernels import keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
 
@@ -142,6 +143,8 @@ class _Step:
         self.log_counts = log_counts
         self.shared = net.mode == "shared"
         self.rng = rng
+        self.xe_kernel = cfg.loss == "cross-entropy" and net.Wy.device.type == "cpu" and net.Wy.dtype == torch.float32
+        self.log_counts_np = log_counts.numpy() if self.xe_kernel and log_counts is not None else None
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
         # numpy's generator draws the mask ~5x faster than torch's CPU bernoulli
@@ -155,7 +158,7 @@ class _Step:
         n = len(x)
         table = net.input_table
         x_rows = table.detach().index_select(0, x).requires_grad_()
-        h = net.step(x_rows, H, dropout=self.dropout)
+        h = net.step(x_rows, H, dropout=self.dropout, cell_fn=gru_cell)
         for i in range(len(H)):
             H[i] = H[i].detach()  # BPTT depth 1
         with torch.no_grad():
@@ -170,21 +173,15 @@ class _Step:
             # AMD CPU with the 2,000-row side first, so R (for the cross-entropy) and dh = dR O are
             # computed as transposes, (O h^T)^T and (O^T dR^T)^T; the BPR-max kernel reads rows of R,
             # where a transposed R would cost it a copy. Yoochoose 8.9 -> 8.5 ms per step.
-            b = net.By.detach().index_select(0, Y)
-            if cfg.loss == "cross-entropy":
-                R = torch.mm(O, hd.t()).t().add_(b)  # torch's softmax takes R^T as it is
-                logq = None
-                if self.log_counts is not None:
-                    lq = self.log_counts.index_select(0, Y)
-                    if len(samples):  # in-batch columns: count; sampled columns: count^alpha
-                        lq[n:] *= cfg.sample_alpha
-                    logq = lq.mul_(cfg.logq)
-                loss, dR = cross_entropy(R, logq)
+            if self.xe_kernel:  # biases, logQ, softmax, loss and dR in one kernel, on R^T in place
+                RT = torch.mm(O, hd.t())
+                loss, gb = xe_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), n, self.log_counts_np,
+                                      cfg.sample_alpha, cfg.logq, EPS)
+                loss, gb, dR = torch.tensor(loss, dtype=torch.float64), torch.from_numpy(gb), RT.t()
             else:
-                R = torch.addmm(b, hd, O.t())
-                loss, dR = bpr_max(R, cfg.bpreg, cfg.elu_param)
+                loss, dR = self.scores_and_loss(O, hd, Y, n)
+                gb = dR.sum(0)
             dh = torch.mm(O.t(), dR.t()).t()
-            gb = dR.sum(0)
             gW = buf
             torch.mm(dR.t(), hd, out=gW[:C])  # overwrites O
         grads = torch.autograd.grad(h, self.dense + [x_rows], dh)
@@ -197,6 +194,20 @@ class _Step:
                 opt.step_rows(table, x, grads[-1])
             opt.step_dense(list(grads[:-1]))
         return loss
+
+    def scores_and_loss(self, O, hd, Y, n):
+        """R = h O^T + b and the loss with dR, through torch ops (GPUs, BPR-max, float64)."""
+        cfg = self.cfg
+        b = self.net.By.detach().index_select(0, Y)
+        if cfg.loss == "bpr-max":
+            return bpr_max(torch.addmm(b, hd, O.t()), cfg.bpreg, cfg.elu_param)
+        R = torch.mm(O, hd.t()).t().add_(b)  # torch's softmax takes R^T as it is
+        logq = None
+        if self.log_counts is not None:
+            lq = self.log_counts.index_select(0, Y)
+            lq[n:] *= cfg.sample_alpha  # in-batch columns: count; sampled columns: count^alpha
+            logq = lq.mul_(cfg.logq)
+        return cross_entropy(R, logq)
 
 
 class _GraphedStep:

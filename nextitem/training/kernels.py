@@ -12,7 +12,7 @@ import ctypes.util
 import os
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -202,6 +202,178 @@ def bpr_max_rows(R: np.ndarray, bpreg: float, elu_param: float, eps: float) -> t
     row_loss = np.empty(R.shape[0], dtype=np.float64)
     _bpr_max_rows(R, np.float32(bpreg), np.float32(elu_param), G, E, row_loss, np.float64(eps))
     return row_loss, G
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, gb, part_m, part_s):  # pragma: no cover - compiled
+    # RT holds the scores transposed: row j is column j of R for the whole batch, so each loop runs
+    # over contiguous memory. The columns are split into one chunk per thread; each chunk keeps its
+    # own row maxima and exp sums, merged in between the two parallel passes.
+    C, n = RT.shape
+    T = part_m.shape[0]
+    size = (C + T - 1) // T
+    one = np.float32(1.0)
+    for t in prange(T):
+        lo, hi = t * size, min(C, (t + 1) * size)
+        m = part_m[t]
+        s = part_s[t]
+        pow2 = np.empty(n, dtype=np.int32)
+        for i in range(n):
+            m[i] = -np.inf
+            s[i] = 0.0
+        for j in range(lo, hi):
+            item = Y[j]
+            shift = By[item]
+            if logq > 0:  # logQ: in-batch columns' targets come with frequency count, samples with count^alpha
+                shift -= logq * (alpha if j >= n_in else one) * log_counts[item]
+            for i in range(n):
+                v = RT[j, i] + shift
+                RT[j, i] = v
+                m[i] = max(m[i], v)
+        for j in range(lo, hi):
+            for i in range(n):
+                RT[j, i] -= m[i]
+            _exp_into(RT[j], RT[j], pow2)
+            for i in range(n):
+                s[i] += RT[j, i]
+    M = np.full(n, -np.inf)
+    for t in range(T):
+        for i in range(n):
+            M[i] = max(M[i], part_m[t, i])
+    S = np.zeros(n)
+    for t in range(T):
+        for i in range(n):
+            S[i] += part_s[t, i] * np.exp(part_m[t, i] - M[i])
+    f = np.empty(n)  # d loss / d log p_ii, as in losses.cross_entropy
+    loss = 0.0
+    for i in range(n):
+        t = i // size
+        p = RT[i, i] * np.exp(part_m[t, i] - M[i]) / S[i]
+        loss -= np.log(p + eps)
+        f[i] = p / (p + eps) / n
+    for t in range(T):  # part_m becomes each chunk's scale: exp(m_t - M) / S * f
+        for i in range(n):
+            part_m[t, i] = np.exp(part_m[t, i] - M[i]) / S[i] * f[i]
+    for t in prange(T):
+        lo, hi = t * size, min(C, (t + 1) * size)
+        scale = part_m[t].astype(np.float32)
+        for j in range(lo, hi):
+            for i in range(n):
+                RT[j, i] *= scale[i]
+            if j < n:
+                RT[j, j] -= np.float32(f[j])
+            g = np.float32(0.0)
+            for i in range(n):
+                g += RT[j, i]
+            gb[j] = g
+    return loss / n
+
+
+def xe_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, n_in: int, log_counts: np.ndarray | None, alpha: float,
+               logq: float, eps: float, n_chunks: int | None = None) -> tuple[float, np.ndarray]:
+    """GRU4Rec's softmax cross-entropy over the columns of R, given transposed: RT [C, n], float32.
+
+    Column j's score is shifted by By[Y[j]] and, with ``logq`` > 0, by -logq * log count of its item
+    (times ``alpha`` for the sampled columns, j >= n_in). Row i's target is column i. Overwrites RT with
+    d mean loss / d R, transposed; returns (mean loss, its gradient to the biases of the C columns).
+    The columns are split into ``n_chunks`` (default: one per thread).
+    """
+    gb = np.empty(RT.shape[0], dtype=np.float32)
+    T = max(1, min(n_chunks or get_num_threads(), RT.shape[0]))
+    part_m, part_s = np.empty((T, RT.shape[1])), np.empty((T, RT.shape[1]))
+    lc = log_counts if log_counts is not None else np.zeros(0, dtype=np.float32)
+    loss = _xe_columns(RT, By, Y, lc, n_in, np.float32(alpha), np.float32(logq if log_counts is not None else 0.0),
+                       eps, gb, part_m, part_s)
+    return loss, gb
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sigmoid_into(a, out, pow2):  # pragma: no cover - compiled
+    """out[b] = 1 / (1 + exp(-a[b])) (a and out may be the same row)."""
+    for b in range(a.shape[0]):
+        out[b] = -a[b]
+    _exp_into(out, out, pow2)
+    for b in range(a.shape[0]):
+        out[b] = np.float32(1.0) / (np.float32(1.0) + out[b])
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _gru_forward(giT, ghT, b_ih, b_hh, hT, outT):  # pragma: no cover - compiled
+    # Row j of each gate block holds one hidden unit for the whole batch, so every loop below runs
+    # over contiguous memory and LLVM vectorizes it, exps included (_exp_into). In place: giT's
+    # blocks become r, z and n, ghT's third block W_hn h + b_hn: what the backward needs.
+    L, B = outT.shape
+    one, two = np.float32(1.0), np.float32(2.0)
+    for j in prange(L):
+        a = np.empty(B, dtype=np.float32)
+        pow2 = np.empty(B, dtype=np.int32)
+        for g in range(2):  # the reset gate r, then the update gate z
+            k = g * L + j
+            for b in range(B):
+                a[b] = giT[k, b] + b_ih[k] + ghT[k, b] + b_hh[k]
+            _sigmoid_into(a, giT[k], pow2)
+        m = 2 * L + j
+        for b in range(B):
+            ghn = ghT[m, b] + b_hh[m]
+            ghT[m, b] = ghn
+            a[b] = two * (giT[m, b] + b_ih[m] + giT[j, b] * ghn)
+        _exp_into(a, a, pow2)
+        for b in range(B):
+            n = one - two / (a[b] + one)  # tanh(v) = 1 - 2 / (exp(2v) + 1): +-1 at the extremes
+            giT[m, b] = n
+            outT[j, b] = n + giT[L + j, b] * (hT[j, b] - n)  # (1 - z) n + z h
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc"})
+def _gru_backward(doutT, giT, ghT, hT, dgiT, dghT, db_ih, db_hh):  # pragma: no cover - compiled
+    # The gate gradients of _gru_forward's saved r, z, n and W_hn h + b_hn, and the bias
+    # gradients (their sums over the batch) in the same pass.
+    L, B = doutT.shape
+    one = np.float32(1.0)
+    for j in prange(L):
+        k, m = L + j, 2 * L + j
+        s_r = s_z = s_n = s_nh = np.float32(0.0)
+        for b in range(B):
+            r, z, n, d = giT[j, b], giT[k, b], giT[m, b], doutT[j, b]
+            dn = d * (one - z) * (one - n * n)
+            dr = dn * ghT[m, b] * r * (one - r)
+            dz = d * (hT[j, b] - n) * z * (one - z)
+            dnh = dn * r
+            dgiT[j, b] = dr
+            dgiT[k, b] = dz
+            dgiT[m, b] = dn
+            dghT[j, b] = dr
+            dghT[k, b] = dz
+            dghT[m, b] = dnh
+            s_r += dr
+            s_z += dz
+            s_n += dn
+            s_nh += dnh
+        db_ih[j] = s_r
+        db_ih[k] = s_z
+        db_ih[m] = s_n
+        db_hh[j] = s_r
+        db_hh[k] = s_z
+        db_hh[m] = s_nh
+
+
+def gru_forward(giT: np.ndarray, ghT: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, hT: np.ndarray) -> np.ndarray:
+    """A GRU cell's gates from the products giT = W_ih x^T and ghT = W_hh h^T ([3L, B], float32).
+
+    Returns the new state transposed, [L, B]. Overwrites giT with r, z, n and the third block of ghT
+    with W_hn h + b_hn, for :func:`gru_backward`. ``hT`` is the previous state transposed (any strides).
+    """
+    outT = np.empty_like(giT[: hT.shape[0]])
+    _gru_forward(giT, ghT, b_ih, b_hh, hT, outT)
+    return outT
+
+
+def gru_backward(doutT: np.ndarray, giT: np.ndarray, ghT: np.ndarray, hT: np.ndarray):
+    """Gradients to the gate pre-activations of both products ([3L, B] each) and to both biases."""
+    dgiT, dghT = np.empty_like(giT), np.empty_like(giT)
+    db_ih, db_hh = np.empty(giT.shape[0], np.float32), np.empty(giT.shape[0], np.float32)
+    _gru_backward(doutT, giT, ghT, hT, dgiT, dghT, db_ih, db_hh)
+    return dgiT, dghT, db_ih, db_hh
 
 
 def adagrad_dense(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, G: np.ndarray, lr: float, momentum: float,
