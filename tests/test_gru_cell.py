@@ -61,3 +61,17 @@ def test_fused_float32_cell_matches_float64(n, d_in, d_h, h_transposed, x_grad, 
     close(out, out_ref, out32)
     for a, b, a32 in zip(mine, ref, torch32):
         close(a, b, a32)
+
+
+def test_fused_cell_with_all_threads():
+    """The parallel path of the kernels (the rest of the suite runs numba on one thread)."""
+    import numba
+
+    from .conftest import DEFAULT_NUMBA_THREADS
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS)
+    try:
+        test_fused_float32_cell_matches_float64(48, 64, 32, True, True, 1.0)
+    finally:
+        numba.set_num_threads(old)

@@ -233,3 +233,18 @@ def test_xe_columns_kernel_target_far_below_the_rest():
     assert np.isfinite(loss) and np.isfinite(RT.numpy()).all()
     assert abs(loss - float(ref_loss)) < 1e-5 and RT[:, 0].abs().max() < 1e-12
     torch.testing.assert_close(RT.t().to(torch.float64), ref_grad, rtol=1e-4, atol=1e-7)
+
+
+def test_xe_columns_kernel_with_all_threads():
+    """The parallel path (the rest of the suite runs numba on one thread)."""
+    import numba
+
+    from .conftest import DEFAULT_NUMBA_THREADS
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS)
+    try:
+        test_xe_columns_kernel_equals_formula(48, 2096, None, True)
+        test_xe_columns_kernel_equals_formula(5, 40, 3, True)
+    finally:
+        numba.set_num_threads(old)

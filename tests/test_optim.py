@@ -11,7 +11,7 @@ import pytest
 import torch
 from .conftest import DEFAULT_NUMBA_THREADS
 
-from nextitem.training.kernels import adagrad_dense, adagrad_rows
+from nextitem.training.kernels import HAVE_BLOCK_GEMM, adagrad_dense, adagrad_rows, gemm_adagrad
 from nextitem.training.optim import AdagradM, coalesce_rows
 
 EPS = 1e-6
@@ -226,3 +226,59 @@ def check_step_dense(momentum, device):
             if momentum > 0:
                 torch.testing.assert_close(opt.mom[i].cpu().to(torch.float64), ref_mom[i], rtol=1e-5, atol=1e-6)
     assert (opt.mom is None) == (momentum == 0)
+
+
+def product_update_reference(W, acc, mom, D, X, lr, momentum):
+    """The product taken whole by torch (MKL), then the flat dense kernel: what gemm_adagrad must equal."""
+    G = (torch.from_numpy(D) @ torch.from_numpy(X)).numpy()
+    adagrad_dense(W.reshape(-1), acc.reshape(-1), None if mom is None else mom.reshape(-1), G.reshape(-1), lr,
+                  momentum, EPS)
+
+
+@pytest.mark.skipif(not HAVE_BLOCK_GEMM, reason="torch without MKL: step_dense_product takes the product whole")
+@pytest.mark.parametrize("threads", ["one", "all"])
+@pytest.mark.parametrize("R,K,N,block", [(1440, 48, 480, 32), (7, 3, 5, 4), (33, 1, 2, 32), (70, 9, 40, 16)])
+@pytest.mark.parametrize("x_transposed", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_gemm_adagrad_equals_product_then_update(threads, R, K, N, block, x_transposed, momentum):
+    rng = np.random.default_rng(R + K + N)
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS if threads == "all" else 1)
+    try:
+        W = rng.standard_normal((R, N), dtype=np.float32)
+        acc, mom = rng.random((R, N), dtype=np.float32), rng.standard_normal((R, N), dtype=np.float32)
+        ref = [W.copy(), acc.copy(), mom.copy()]
+        for _ in range(2):
+            D = rng.standard_normal((R, K), dtype=np.float32)
+            X = rng.standard_normal((K, N), dtype=np.float32)
+            product_update_reference(ref[0], ref[1], ref[2] if momentum else None, D, X, 0.05, momentum)
+            Xa = np.ascontiguousarray(X.T) if x_transposed else X
+            gemm_adagrad(D, Xa, x_transposed, W, acc, mom if momentum else None, 0.05, momentum, EPS, block=block)
+        np.testing.assert_allclose(W, ref[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(acc, ref[1], rtol=1e-6, atol=1e-6)
+        if momentum:
+            np.testing.assert_allclose(mom, ref[2], rtol=1e-6, atol=1e-6)
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.3])
+def test_step_dense_product_and_subsets(momentum):
+    """step_dense_product (block kernel in float32, the product whole in float64) and step_dense on a
+    subset of the parameters both equal step_dense with the full gradients."""
+    gen = torch.Generator().manual_seed(9)
+    base = [torch.randn(12, 6, generator=gen), torch.randn(5, generator=gen)]
+    D, Xt = torch.randn(12, 4, generator=gen), torch.randn(6, 4, generator=gen)
+    gb = torch.randn(5, generator=gen)
+    for dtype in (torch.float32, torch.float64):
+        ref = [p.to(dtype).clone() for p in base]
+        mine = [p.to(dtype).clone() for p in base]
+        o_ref, o_mine = AdagradM(ref, [], 0.05, momentum), AdagradM(mine, [], 0.05, momentum)
+        for _ in range(3):
+            o_ref.step_dense([(D @ Xt.t()).to(dtype), gb.to(dtype)])
+            o_mine.step_dense_product(mine[0], D.to(dtype), Xt.t().to(dtype))  # X given in transposed layout
+            o_mine.step_dense([gb.to(dtype)], [mine[1]])
+        for a, b in zip(mine, ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        for a, b in zip(o_mine.state_dict().values(), o_ref.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -31,7 +31,7 @@ from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
 from .losses import EPS, bpr_max, cross_entropy
 from .gru_cell import gru_cell
-from .kernels import keep_freed_memory, xe_columns
+from .kernels import HAVE_BLOCK_GEMM, keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
 
@@ -143,7 +143,13 @@ class _Step:
         self.log_counts = log_counts
         self.shared = net.mode == "shared"
         self.rng = rng
-        self.xe_kernel = cfg.loss == "cross-entropy" and net.Wy.device.type == "cpu" and net.Wy.dtype == torch.float32
+        cpu32 = net.Wy.device.type == "cpu" and net.Wy.dtype == torch.float32
+        self.xe_kernel = cfg.loss == "cross-entropy" and cpu32
+        # On the CPU the GRU weights' gradients stay factored (D, X) and AdagradM applies D @ X block by
+        # block: the 2.8 MB gradient of each Yoochoose GRU matrix is never written out and read back.
+        self.factored = cpu32 and HAVE_BLOCK_GEMM
+        in_cells = {id(p) for cell in net.cells for p in cell.parameters()}
+        self.autograd_dense = [p for p in dense if id(p) not in in_cells] if self.factored else list(dense)
         self.log_counts_np = log_counts.numpy() if self.xe_kernel and log_counts is not None else None
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
@@ -158,7 +164,8 @@ class _Step:
         n = len(x)
         table = net.input_table
         x_rows = table.detach().index_select(0, x).requires_grad_()
-        h = net.step(x_rows, H, dropout=self.dropout, cell_fn=gru_cell)
+        sink = [] if self.factored else None
+        h = net.step(x_rows, H, dropout=self.dropout, cell_fn=lambda cell, x, h: gru_cell(cell, x, h, sink))
         for i in range(len(H)):
             H[i] = H[i].detach()  # BPTT depth 1
         with torch.no_grad():
@@ -184,7 +191,7 @@ class _Step:
             dh = torch.mm(O.t(), dR.t()).t()
             gW = buf
             torch.mm(dR.t(), hd, out=gW[:C])  # overwrites O
-        grads = torch.autograd.grad(h, self.dense + [x_rows], dh)
+        grads = torch.autograd.grad(h, self.autograd_dense + [x_rows], dh)
         with torch.no_grad():
             if self.shared:  # input and output rows of Wy are updated together, in one pass
                 gW[C:] = grads[-1]
@@ -192,7 +199,11 @@ class _Step:
             else:
                 opt.step_rows(net.Wy, Y, gW, bias=(net.By, gb))
                 opt.step_rows(table, x, grads[-1])
-            opt.step_dense(list(grads[:-1]))
+            opt.step_dense(list(grads[:-1]), self.autograd_dense)
+            for (w_ih, w_hh, b_ih, b_hh), (D_ih, X_ih), (D_hh, X_hh), g_biases in sink or ():
+                opt.step_dense_product(w_ih, D_ih, X_ih)
+                opt.step_dense_product(w_hh, D_hh, X_hh)
+                opt.step_dense(list(g_biases), [b_ih, b_hh])
         return loss
 
     def scores_and_loss(self, O, hd, Y, n):

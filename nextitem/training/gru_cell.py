@@ -16,13 +16,16 @@ from .kernels import gru_backward, gru_forward
 
 class GRUCellFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh):
+    def forward(ctx, x, h, w_ih, w_hh, b_ih, b_hh, sink=None):
         # Products written as (W @ x^T)^T: for these thin shapes torch's MKL is 10-20% faster with the
         # long side first (see nextitem.training.gru4rec._Step). The results stay transposed: the
         # elementwise ops and, through the new hidden state, later products take either layout.
         giT = torch.mm(w_ih, x.t())
         ghT = torch.mm(w_hh, h.t())
         ctx.fused = giT.device.type == "cpu" and giT.dtype == torch.float32
+        ctx.sink = sink
+        if sink is not None:
+            ctx.params = (w_ih, w_hh, b_ih, b_hh)  # leaves: held by reference, not saved for backward
         if ctx.fused:
             outT = gru_forward(giT.numpy(), ghT.numpy(), b_ih.detach().numpy(), b_hh.detach().numpy(), h.t().numpy())
             ctx.save_for_backward(x, h, w_ih, giT, ghT)  # r, z, n and W_hn h + b_hn, written in place
@@ -64,11 +67,19 @@ class GRUCellFn(torch.autograd.Function):
             dghT[2 * L :].mul_(r.t())
             db_ih, db_hh = dgiT.sum(1), dghT.sum(1)
         dx = torch.mm(w_ih.t(), dgiT).t() if ctx.needs_input_grad[0] else None  # = dgi @ w_ih, faster
-        return dx, None, dgiT @ x, dghT @ h, db_ih, db_hh
+        if ctx.sink is not None:  # the weights' gradients as factors, for AdagradM.step_dense_product
+            ctx.sink.append((ctx.params, (dgiT, x), (dghT, h), (db_ih, db_hh)))
+            return dx, None, None, None, None, None, None
+        return dx, None, dgiT @ x, dghT @ h, db_ih, db_hh, None
 
 
-def gru_cell(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``cell(x, h)`` through the single-node function above."""
+def gru_cell(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor, sink: list | None = None) -> torch.Tensor:
+    """``cell(x, h)`` through the single-node function above.
+
+    With a ``sink`` list, the backward does not form the weight gradients: it appends
+    ``((w_ih, w_hh, b_ih, b_hh), (D_ih, X_ih), (D_hh, X_hh), (g_b_ih, g_b_hh))`` with
+    d w_ih = D_ih @ X_ih and d w_hh = D_hh @ X_hh, and gives those four parameters no gradient.
+    """
     if h.requires_grad:  # the function has no gradient to h; GRU4Rec's carried states never need one
         return cell(x, h)
-    return GRUCellFn.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    return GRUCellFn.apply(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, sink)

@@ -12,7 +12,9 @@ import ctypes.util
 import os
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from llvmlite import ir
+from numba import get_num_threads, njit, prange, types
+from numba.extending import intrinsic
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -400,6 +402,113 @@ def adagrad_rows(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np
         momB = momB if use_mom else accB
     return _adagrad_rows(W, acc, mom if use_mom else acc, idx, G, np.float32(lr), np.float32(momentum),
                          np.float32(eps), use_mom, Bv, accB, momB, gB, len(gB))
+
+
+# ---- Adagrad on a dense matrix whose gradient is a product, G = D @ X, taken block by block -----
+# A GRU weight's gradient (1440 x 480 on Yoochoose) would be written by one matrix product and read
+# back by the update; here each thread multiplies a block of rows into a scratch that stays in its
+# cache and updates those rows at once. The products come from the MKL inside torch, called from the
+# kernel through its address (numba cannot cache code that holds a ctypes function).
+
+@intrinsic
+def _call_blas(typingctx, addr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12):  # pragma: no cover - compiled
+    """Call the Fortran-style BLAS routine at ``addr`` with 13 pointer arguments (sgemm_'s)."""
+    sig = types.void(types.uintp, *([types.uintp] * 13))
+
+    def codegen(context, builder, signature, args):
+        ptr = ir.IntType(8).as_pointer()
+        fn = builder.inttoptr(args[0], ir.FunctionType(ir.VoidType(), [ptr] * 13).as_pointer())
+        builder.call(fn, [builder.inttoptr(a, ptr) for a in args[1:]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _call_int_int(typingctx, addr, value):  # pragma: no cover - compiled
+    """Call the C function ``int f(int)`` at ``addr`` (MKL_Set_Num_Threads_Local)."""
+    sig = types.int32(types.uintp, types.int32)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        fn = builder.inttoptr(args[0], ir.FunctionType(i32, [i32]).as_pointer())
+        return builder.call(fn, [args[1]])
+
+    return sig, codegen
+
+
+def _torch_mkl_addresses() -> tuple[int, int]:
+    """(sgemm_, MKL_Set_Num_Threads_Local) of the MKL linked into torch's CPU library, or (0, 0)."""
+    import torch
+
+    if not torch.backends.mkl.is_available():
+        return 0, 0
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        return (ctypes.cast(lib.sgemm_, ctypes.c_void_p).value or 0,
+                ctypes.cast(lib.MKL_Set_Num_Threads_Local, ctypes.c_void_p).value or 0)
+    except (OSError, AttributeError):  # another platform's library name or a build without these symbols
+        return 0, 0
+
+
+_SGEMM, _MKL_LOCAL_THREADS = _torch_mkl_addresses()
+HAVE_BLOCK_GEMM = _SGEMM != 0 and _MKL_LOCAL_THREADS != 0
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _gemm_adagrad(sgemm, local_threads, D, X, x_transposed, W, acc, mom, lr, mu, eps, use_mom, block):  # pragma: no cover - compiled
+    R, K = D.shape
+    N = W.shape[1]
+    for bi in prange((R + block - 1) // block):
+        r0 = bi * block
+        rows = min(block, R - r0)
+        G = np.empty((rows, N), dtype=np.float32)
+        # column-major view of the row-major product: G^T [N, rows] = X^T [N, K] @ D[r0:]^T [K, rows]
+        ints = np.empty(6, dtype=np.int32)
+        ints[0], ints[1], ints[2] = N, rows, K
+        ints[3] = K if x_transposed else N  # X given as its row-major transpose [N, K], or as [K, N]
+        ints[4], ints[5] = K, N
+        scal = np.empty(2, dtype=np.float32)
+        scal[0], scal[1] = 1.0, 0.0
+        trans = np.empty(2, dtype=np.uint8)
+        trans[0] = 84 if x_transposed else 78  # 'T' / 'N'
+        trans[1] = 78
+        before = _call_int_int(local_threads, 1)  # one MKL thread per worker: the kernel's threads split the rows
+        _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
+                   ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, D[r0:].ctypes.data,
+                   ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
+        _call_int_int(local_threads, before)
+        if use_mom:
+            for i in range(rows):
+                for d in range(N):
+                    g = G[i, d]
+                    v = acc[r0 + i, d] + g * g
+                    acc[r0 + i, d] = v
+                    m = mu * mom[r0 + i, d] - lr * g / np.sqrt(v + eps)
+                    mom[r0 + i, d] = m
+                    W[r0 + i, d] += m
+        else:
+            for i in range(rows):
+                for d in range(N):
+                    g = G[i, d]
+                    v = acc[r0 + i, d] + g * g
+                    acc[r0 + i, d] = v
+                    W[r0 + i, d] -= lr * g / np.sqrt(v + eps)
+
+
+def gemm_adagrad(D: np.ndarray, X: np.ndarray, x_transposed: bool, W: np.ndarray, acc: np.ndarray,
+                 mom: np.ndarray | None, lr: float, momentum: float, eps: float, block: int = 32) -> None:
+    """Adagrad(+momentum) on the 2-D float32 ``W`` [R, N] with the gradient D @ X, never materialized.
+
+    ``D`` [R, K] is row-major; ``X`` is [K, N] row-major, or with ``x_transposed`` its transpose
+    [N, K] row-major. Needs :data:`HAVE_BLOCK_GEMM`. The same result as the product followed by
+    :func:`adagrad_dense` (MKL computes each block's product exactly as the whole one here).
+    """
+    if not HAVE_BLOCK_GEMM:
+        raise RuntimeError("gemm_adagrad needs the MKL inside torch; check kernels.HAVE_BLOCK_GEMM first")
+    use_mom = mom is not None
+    _gemm_adagrad(_SGEMM, _MKL_LOCAL_THREADS, D, X, x_transposed, W, acc, mom if use_mom else acc,
+                  np.float32(lr), np.float32(momentum), np.float32(eps), use_mom, block)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3

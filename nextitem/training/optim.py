@@ -8,39 +8,63 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import adagrad_dense, adagrad_rows
+from .kernels import HAVE_BLOCK_GEMM, adagrad_dense, adagrad_rows, gemm_adagrad
 
 
 class AdagradM:
     def __init__(self, dense: list[torch.Tensor], sparse: list[torch.Tensor], lr: float, momentum: float = 0.0, eps: float = 1e-6):
         self.lr, self.momentum, self.eps = lr, momentum, eps
         self.dense = list(dense)
+        self._index = {id(p): i for i, p in enumerate(self.dense)}
         self.acc = [torch.zeros_like(p) for p in self.dense]
         self.mom = [torch.zeros_like(p) for p in self.dense] if momentum > 0 else None
         self.sparse_acc = {id(p): torch.zeros_like(p) for p in sparse}
         self.sparse_mom = {id(p): torch.zeros_like(p) for p in sparse} if momentum > 0 else None
 
     @torch.no_grad()
-    def step_dense(self, grads: list[torch.Tensor]) -> None:
-        """Update every dense parameter with its gradient (same order as ``dense``)."""
-        if self.dense and self.dense[0].device.type == "cpu":
+    def step_dense(self, grads: list[torch.Tensor], params: list[torch.Tensor] | None = None) -> None:
+        """Update dense parameters with their gradients: every one (same order as ``dense``) or ``params``."""
+        params = self.dense if params is None else params
+        index = [self._index[id(p)] for p in params]
+        acc = [self.acc[i] for i in index]
+        mom = None if self.mom is None else [self.mom[i] for i in index]
+        if params and params[0].device.type == "cpu":
             def flat(t):  # a flat numpy view, no copy
                 return t.detach().reshape(-1).numpy()
 
-            for i, (p, g) in enumerate(zip(self.dense, grads)):
-                adagrad_dense(flat(p), flat(self.acc[i]), None if self.mom is None else flat(self.mom[i]),
+            for k, (p, g) in enumerate(zip(params, grads)):
+                adagrad_dense(flat(p), flat(acc[k]), None if mom is None else flat(mom[k]),
                               flat(g.contiguous()), self.lr, self.momentum, self.eps)
             return
-        torch._foreach_addcmul_(self.acc, grads, grads)
-        denom = torch._foreach_add(self.acc, self.eps)
+        if not params:
+            return
+        torch._foreach_addcmul_(acc, grads, grads)
+        denom = torch._foreach_add(acc, self.eps)
         torch._foreach_rsqrt_(denom)
         steps = torch._foreach_mul(grads, denom)
-        if self.mom is not None:
-            torch._foreach_mul_(self.mom, self.momentum)
-            torch._foreach_add_(self.mom, steps, alpha=-self.lr)
-            torch._foreach_add_(self.dense, self.mom)
+        if mom is not None:
+            torch._foreach_mul_(mom, self.momentum)
+            torch._foreach_add_(mom, steps, alpha=-self.lr)
+            torch._foreach_add_(params, mom)
         else:
-            torch._foreach_add_(self.dense, steps, alpha=-self.lr)
+            torch._foreach_add_(params, steps, alpha=-self.lr)
+
+    @torch.no_grad()
+    def step_dense_product(self, param: torch.Tensor, D: torch.Tensor, X: torch.Tensor) -> None:
+        """Update the 2-D dense ``param`` whose gradient is ``D @ X``.
+
+        On the CPU (float32, torch with MKL) the product is never materialized: kernels.gemm_adagrad
+        multiplies and updates a block of rows at a time. Elsewhere it is ``step_dense`` of the product.
+        """
+        if not (param.device.type == "cpu" and param.dtype == torch.float32 and HAVE_BLOCK_GEMM):
+            self.step_dense([D @ X], [param])
+            return
+        i = self._index[id(param)]
+        x_transposed = not X.is_contiguous() and X.t().is_contiguous()
+        X = X.t() if x_transposed else X.contiguous()
+        gemm_adagrad(D.contiguous().numpy(), X.detach().numpy(), x_transposed, param.detach().numpy(),
+                     self.acc[i].numpy(), None if self.mom is None else self.mom[i].numpy(),
+                     self.lr, self.momentum, self.eps)
 
     @torch.no_grad()
     def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
