@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Union
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -252,8 +253,9 @@ def session_parallel_steps(data: SessionData, batch_size: int, H: list[torch.Ten
         for s in range(len(inputs)):
             yield inputs[s], targets[s]
         if rnd.finished.any():
-            finished = torch.from_numpy(rnd.finished).to(device).unsqueeze(1)
-            H[:] = [h.masked_fill(finished, 0.0) for h in H]
+            # index_fill rather than masked_fill with a bool column: 4 against 40 us for 48 x 480 on the CPU
+            finished = torch.from_numpy(np.flatnonzero(rnd.finished)).to(device)
+            H[:] = [h.index_fill(0, finished, 0.0) for h in H]
             if not rnd.keep.all():  # the batch shrinks only at the end of the data
                 keep = torch.from_numpy(rnd.keep).to(device)
                 H[:] = [h[keep] for h in H]
