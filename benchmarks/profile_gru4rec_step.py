@@ -4,7 +4,8 @@
 
 Runs the real trainer (nextitem/training/gru4rec.py) for a number of steps after a warm-up and
 times its parts by wrapping the functions the step calls: the GRU forward, the loss, the GRU
-backward (autograd), the item-table and dense optimizer updates, and the iterator with the sample
+backward (autograd), the item-table and dense optimizer updates (on the CPU the dense one includes
+the GRU weight-gradient products, see AdagradM.step_dense_product), and the iterator with the sample
 store. "output layer" is the rest of the step: the gather of the output rows and the three score
 products. Wrapping costs a few microseconds per part, so the parts add up to slightly more than an
 unwrapped step. The sample store refills once per 10M samples (~4,900 steps with n_sample=2048),
@@ -83,10 +84,12 @@ def main(argv=None):
     patches = [(trainer._Step, "__call__", counting_step),
                (trainer, "cross_entropy", timed("loss", trainer.cross_entropy)),
                (trainer, "bpr_max", timed("loss", trainer.bpr_max)),
+               (trainer, "xe_columns", timed("loss", trainer.xe_columns)),
                (trainer, "session_parallel_steps", timed_iter("iterator", trainer.session_parallel_steps)),
                (trainer.SampleStore, "next", timed("samples", trainer.SampleStore.next)),
                (AdagradM, "step_rows", timed("item-table update", AdagradM.step_rows)),
                (AdagradM, "step_dense", timed("dense update", AdagradM.step_dense)),
+               (AdagradM, "step_dense_product", timed("dense update", AdagradM.step_dense_product)),
                (torch.autograd, "grad", timed("GRU backward", torch.autograd.grad)),
                (GRU4RecNet, "step", timed("GRU forward", GRU4RecNet.step))]
     with ExitStack() as stack:

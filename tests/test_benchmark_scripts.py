@@ -28,3 +28,21 @@ def test_profile_gru4rec_step_times_every_part(tmp_path, capsys):
     from nextitem.models import GRU4Rec
 
     GRU4Rec(layers=[16], batch_size=8, n_sample=16, n_epochs=1).fit(sessions(300, seed=1))
+
+
+def test_ab_gru4rec_step_alternates_two_checkouts(tmp_path, capsys):
+    path = tmp_path / "train.tsv"
+    sessions(300, seed=2).to_csv(path, sep="\t", index=False)
+    load("ab_gru4rec_step").main([str(path), "-ps", "layers=16,batch_size=8,n_sample=16", "--trees", str(ROOT), str(ROOT),
+                                  "--steps", "5", "--turns", "4"])
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith(str(ROOT))]
+    assert len(lines) == 2
+    for line in lines:
+        assert line.split(":")[1].split()[0] == "8"  # 2 timed turns of 5 steps: 4 periods each
+
+
+def test_ab_gru4rec_step_names_a_wrong_tree(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        load("ab_gru4rec_step").main([str(tmp_path / "x.tsv"), "-ps", "layers=4", "--trees", str(tmp_path), str(ROOT)])

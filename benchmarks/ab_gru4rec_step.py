@@ -1,0 +1,108 @@
+"""Compare the GRU4Rec training step of two checkouts in lockstep on this noisy machine.
+
+    python benchmarks/ab_gru4rec_step.py TRAIN.tsv -ps "loss=...,layers=480,..." --trees OLD_DIR NEW_DIR
+
+The speed of the shared 2-core CPU these sessions run on moves by 10-30% from minute to minute, so two
+runs taken one after the other do not compare. Here each checkout trains in its own process (with
+PYTHONPATH pointing at it) and the two take turns: one runs ``--steps`` training steps while the other
+waits, then the other, ``--turns`` times each. Both see the same phases of the machine. The first two
+turns of each are warm-up. Printed per checkout: the median, mean and 10th percentile of the time
+from one step's start to the next (the iterator included); compare medians. A checkout is a
+directory holding the ``nextitem`` package (``git worktree add /tmp/old COMMIT`` makes one).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def child(args):
+    from unittest import mock
+
+    import nextitem.training.gru4rec as trainer
+    from nextitem.config import parse_param_string
+    from nextitem.data import SessionData, read_events
+    from nextitem.models import GRU4Rec, GRU4RecConfig
+
+    params = parse_param_string(args.params)
+    params["n_epochs"] = "1000"  # never the limit: the parent stops the run
+    data = SessionData.from_frame(read_events(args.train), source=args.train)
+    model = GRU4Rec(GRU4RecConfig.from_dict(params))
+    commands, replies = os.fdopen(args.fd_in, "rb", buffering=0), os.fdopen(args.fd_out, "wb", buffering=0)
+    step_call = trainer._Step.__call__
+    periods, state = [], {"n": 0, "last": None, "turn": 0}
+
+    class Stop(Exception):
+        pass
+
+    def paced_step(self, *a):
+        now = time.perf_counter()
+        if state["n"] % args.steps == 0:
+            if state["n"]:
+                replies.write(b"d")
+                state["turn"] += 1
+            if commands.read(1) != b"g":
+                raise Stop
+            now, state["last"] = time.perf_counter(), None
+        if state["last"] is not None and state["turn"] >= 2:
+            periods.append(now - state["last"])
+        state["last"] = now
+        state["n"] += 1
+        return step_call(self, *a)
+
+    with mock.patch.object(trainer._Step, "__call__", paced_step):
+        try:
+            model.fit(data)
+        except Stop:
+            pass
+    print(json.dumps(periods))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("train")
+    ap.add_argument("-ps", "--params", required=True)
+    ap.add_argument("--trees", nargs=2, metavar=("A", "B"), help="two directories holding the nextitem package")
+    ap.add_argument("--steps", type=int, default=100, help="steps per turn")
+    ap.add_argument("--turns", type=int, default=20, help="turns per checkout, the first two of them warm-up")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--fd-in", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fd-out", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        return child(args)
+    if not args.trees:
+        ap.error("--trees A B is required")
+    for tree in args.trees:
+        if not os.path.isdir(os.path.join(tree, "nextitem")):
+            ap.error(f"--trees: {tree} holds no nextitem package (make one with `git worktree add DIR COMMIT`)")
+    procs = []
+    for tree in args.trees:
+        cmd_r, cmd_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+        proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), args.train, "-ps", args.params, "--child",
+                                 "--steps", str(args.steps), "--fd-in", str(cmd_r), "--fd-out", str(rep_w)],
+                                env=env, pass_fds=(cmd_r, rep_w), stdout=subprocess.PIPE)
+        os.close(cmd_r)
+        os.close(rep_w)
+        procs.append((proc, os.fdopen(cmd_w, "wb", buffering=0), os.fdopen(rep_r, "rb", buffering=0)))
+    for _ in range(args.turns):
+        for proc, commands, replies in procs:
+            commands.write(b"g")
+            if replies.read(1) != b"d":
+                sys.exit(f"a child stopped early (exit code {proc.wait()}); run it alone to see its error")
+    for tree, (proc, commands, _) in zip(args.trees, procs):
+        commands.write(b"s")
+        out, _ = proc.communicate()
+        d = np.array(json.loads(out.decode().strip().splitlines()[-1])) * 1e3
+        print(f"{tree}: {len(d)} steps, median {np.median(d):.3f} ms, mean {d.mean():.3f} ms, "
+              f"p10 {np.percentile(d, 10):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
