@@ -48,7 +48,13 @@ def adagrad_reference(p, g, state, lr, mu, rows=None):
 
 @pytest.mark.parametrize("mode", ["shared", "separate", "none"])
 @pytest.mark.parametrize("loss,momentum", [("cross-entropy", 0.0), ("cross-entropy", 0.3), ("bpr-max", 0.4)])
-def test_fused_step_equals_autograd_reference(mode, loss, momentum):
+@pytest.mark.parametrize("factored", [True, False])  # GRU weight gradients as factors (MKL) or formed
+def test_fused_step_equals_autograd_reference(mode, loss, momentum, factored, monkeypatch):
+    import nextitem.training.gru4rec as trainer
+
+    if factored and not trainer.HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL: the GRU weight gradients are always formed")
+    monkeypatch.setattr(trainer, "HAVE_BLOCK_GEMM", factored)
     kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6),
           "none": dict(constrained_embedding=False, embedding=0)}[mode]
     cfg = GRU4RecConfig(layers=[8, 10] if mode != "none" else [10, 8], loss=loss, momentum=momentum,
@@ -65,6 +71,7 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum):
     dense = net.dense_parameters()
     opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
     step = _Step(net, opt, dense, cfg, torch.log(counts) if cfg.logq else None, np.random.default_rng(0))
+    assert step.factored == factored
     ref_state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in ref.named_parameters()}
     g = torch.Generator().manual_seed(1)
     n = 6

@@ -1,11 +1,14 @@
 """GRU4Rec training: session-parallel mini-batches, shared samples, fused loss, Adagrad-M.
 
 One step, for slots with input items x and target items y:
-  1. the input rows table[x] go through the GRU stack (autograd only here: a few small ops);
+  1. the input rows table[x] go through the GRU stack (autograd only here: one node per GRU cell,
+     gru_cell.py, plus dropout);
   2. the output rows O = Wy[Y], b = By[Y] for the columns Y = [y ; shared samples] score
-     R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py);
+     R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py; on the CPU the
+     cross-entropy is one kernel, kernels.xe_columns);
   3. the item tables are updated on the touched rows only (duplicate rows summed first, one fused
-     kernel on the CPU); the GRU weights get the dense update.
+     kernel on the CPU); the GRU weights get the dense update (on the CPU from their gradients'
+     factors, never formed: AdagradM.step_dense_product).
 The per-step cost on a CPU is dominated by framework overhead and memory traffic, not arithmetic,
 which is why the output layer avoids autograd and sparse tensors altogether. On a GPU the ~90 small
 kernels of a step are captured once as a CUDA graph and replayed (_GraphedStep).

@@ -2,9 +2,9 @@
 
 Same result as ``nn.GRUCell`` (r gates W_hn h + b_hn). One node instead of a dozen keeps the per-step
 overhead of training small, and on the CPU (float32) the gates and their gradients are two fused
-kernels (kernels.gru_forward / gru_backward) instead of ~25 small torch ops: Yoochoose's step spent
-~1.5 ms in those ops. The gradient to the previous hidden state is not computed: GRU4Rec truncates
-backpropagation through time at one step.
+kernels (kernels.gru_forward / gru_backward) instead of ~25 small torch ops (with the fused
+cross-entropy, 7% off a Yoochoose step). The gradient to the previous hidden state is not computed:
+GRU4Rec truncates backpropagation through time at one step.
 """
 from __future__ import annotations
 
