@@ -48,20 +48,24 @@ def adagrad_reference(p, g, state, lr, mu, rows=None):
 
 @pytest.mark.parametrize("mode", ["shared", "separate", "none"])
 @pytest.mark.parametrize("loss,momentum", [("cross-entropy", 0.0), ("cross-entropy", 0.3), ("bpr-max", 0.4)])
-@pytest.mark.parametrize("factored", [True, False])  # GRU weight gradients as factors (MKL) or formed
-def test_fused_step_equals_autograd_reference(mode, loss, momentum, factored, monkeypatch):
+@pytest.mark.parametrize("path", ["factored", "formed", "torch ops"])
+def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkeypatch):
+    """factored: the CPU kernels with the GRU weight gradients as factors (MKL); formed: the same with
+    the gradients formed (torch without MKL); torch ops: float64, which takes the ops a GPU runs."""
     import nextitem.training.gru4rec as trainer
 
+    factored = path == "factored"
     if factored and not trainer.HAVE_BLOCK_GEMM:
         pytest.skip("torch without MKL: the GRU weight gradients are always formed")
     monkeypatch.setattr(trainer, "HAVE_BLOCK_GEMM", factored)
+    dtype = torch.float64 if path == "torch ops" else torch.float32
     kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6),
           "none": dict(constrained_embedding=False, embedding=0)}[mode]
     cfg = GRU4RecConfig(layers=[8, 10] if mode != "none" else [10, 8], loss=loss, momentum=momentum,
                         learning_rate=0.1, logq=1.0 if loss == "cross-entropy" else 0.0, sample_alpha=0.5,
                         elu_param=0.5, bpreg=1.5, **kw)
     torch.manual_seed(0)
-    net = GRU4RecNet(cfg, N_ITEMS)
+    net = GRU4RecNet(cfg, N_ITEMS).to(dtype)
     with torch.no_grad():
         net.By.normal_()  # non-zero biases so that their update is checked too
         for c in net.cells:
@@ -71,12 +75,12 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, factored, mo
     dense = net.dense_parameters()
     opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
     step = _Step(net, opt, dense, cfg, torch.log(counts) if cfg.logq else None, np.random.default_rng(0))
-    assert step.factored == factored
+    assert step.factored == factored and step.xe_kernel == (loss == "cross-entropy" and dtype == torch.float32)
     ref_state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in ref.named_parameters()}
     g = torch.Generator().manual_seed(1)
     n = 6
-    H = net.init_hidden(n)
-    H_ref = ref.init_hidden(n)
+    H = [h.to(dtype) for h in net.init_hidden(n)]
+    H_ref = [h.to(dtype) for h in ref.init_hidden(n)]
     for it in range(3):
         x = torch.randint(0, N_ITEMS, (n,), generator=g)
         y = torch.randint(0, N_ITEMS, (n,), generator=g)
