@@ -282,3 +282,14 @@ def test_step_dense_product_and_subsets(momentum):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         for a, b in zip(o_mine.state_dict().values(), o_ref.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not HAVE_BLOCK_GEMM, reason="torch without MKL: step_dense_product takes the product whole")
+def test_gemm_adagrad_refuses_layouts_it_would_misread():
+    W = np.zeros((4, 3), np.float32)
+    D = np.asfortranarray(np.ones((4, 2), np.float32))
+    with pytest.raises(ValueError, match="D must be a C-contiguous float32"):
+        gemm_adagrad(D, np.ones((2, 3), np.float32), False, W, np.zeros_like(W), None, 0.1, 0.0, EPS)
+    with pytest.raises(ValueError, match="X must be"):
+        gemm_adagrad(np.ones((4, 2), np.float32), np.ones((2, 3)), False, W, np.zeros_like(W), None, 0.1, 0.0, EPS)
+    assert not W.any()  # nothing was written

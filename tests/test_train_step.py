@@ -12,6 +12,7 @@ import torch
 
 from nextitem.models.gru4rec import GRU4RecConfig, GRU4RecNet
 from nextitem.training.gru4rec import _Step
+from nextitem.training.kernels import gemm_adagrad
 from nextitem.training.optim import AdagradM
 
 N_ITEMS = 40
@@ -52,12 +53,11 @@ def adagrad_reference(p, g, state, lr, mu, rows=None):
 def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkeypatch):
     """factored: the CPU kernels with the GRU weight gradients as factors (MKL); formed: the same with
     the gradients formed (torch without MKL); torch ops: float64, which takes the ops a GPU runs."""
-    import nextitem.training.gru4rec as trainer
+    import nextitem.training.optim as optim
 
-    factored = path == "factored"
-    if factored and not trainer.HAVE_BLOCK_GEMM:
+    if path == "factored" and not optim.HAVE_BLOCK_GEMM:
         pytest.skip("torch without MKL: the GRU weight gradients are always formed")
-    monkeypatch.setattr(trainer, "HAVE_BLOCK_GEMM", factored)
+    monkeypatch.setattr(optim, "HAVE_BLOCK_GEMM", path == "factored")
     dtype = torch.float64 if path == "torch ops" else torch.float32
     kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6),
           "none": dict(constrained_embedding=False, embedding=0)}[mode]
@@ -75,7 +75,11 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
     dense = net.dense_parameters()
     opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
     step = _Step(net, opt, dense, cfg, torch.log(counts) if cfg.logq else None, np.random.default_rng(0))
-    assert step.factored == factored and step.xe_kernel == (loss == "cross-entropy" and dtype == torch.float32)
+    # float64 takes autograd's weight gradients and the torch-op loss, as a GPU does
+    assert step.factored == (dtype == torch.float32)
+    assert step.xe_kernel == (loss == "cross-entropy" and dtype == torch.float32)
+    blocked = []  # calls of the block kernel: the "factored" path only
+    monkeypatch.setattr(optim, "gemm_adagrad", lambda *a, **k: (blocked.append(1), gemm_adagrad(*a, **k)))
     ref_state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in ref.named_parameters()}
     g = torch.Generator().manual_seed(1)
     n = 6
@@ -107,3 +111,4 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} after step {it}")
         for a, b in zip(H, H_ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert bool(blocked) == (path == "factored")

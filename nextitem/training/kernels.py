@@ -506,6 +506,12 @@ def gemm_adagrad(D: np.ndarray, X: np.ndarray, x_transposed: bool, W: np.ndarray
     """
     if not HAVE_BLOCK_GEMM:
         raise RuntimeError("gemm_adagrad needs the MKL inside torch; check kernels.HAVE_BLOCK_GEMM first")
+    # MKL gets raw pointers and leading dimensions that assume these layouts: anything else would be
+    # read wrongly without an error
+    for name, a in (("D", D), ("X", X), ("W", W), ("acc", acc), ("mom", mom)):
+        if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous):
+            raise ValueError(f"gemm_adagrad: {name} must be a C-contiguous float32 array (got {a.dtype}, "
+                             f"strides {a.strides}); pass np.ascontiguousarray({name}, dtype=np.float32).")
     use_mom = mom is not None
     _gemm_adagrad(_SGEMM, _MKL_LOCAL_THREADS, D, X, x_transposed, W, acc, mom if use_mom else acc,
                   np.float32(lr), np.float32(momentum), np.float32(eps), use_mom, block)

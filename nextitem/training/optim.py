@@ -25,18 +25,18 @@ class AdagradM:
     def step_dense(self, grads: list[torch.Tensor], params: list[torch.Tensor] | None = None) -> None:
         """Update dense parameters with their gradients: every one (same order as ``dense``) or ``params``."""
         params = self.dense if params is None else params
+        if not params:
+            return
         index = [self._index[id(p)] for p in params]
         acc = [self.acc[i] for i in index]
         mom = None if self.mom is None else [self.mom[i] for i in index]
-        if params and params[0].device.type == "cpu":
+        if params[0].device.type == "cpu":
             def flat(t):  # a flat numpy view, no copy
                 return t.detach().reshape(-1).numpy()
 
             for k, (p, g) in enumerate(zip(params, grads)):
                 adagrad_dense(flat(p), flat(acc[k]), None if mom is None else flat(mom[k]),
                               flat(g.contiguous()), self.lr, self.momentum, self.eps)
-            return
-        if not params:
             return
         torch._foreach_addcmul_(acc, grads, grads)
         denom = torch._foreach_add(acc, self.eps)
