@@ -67,6 +67,9 @@ def main(argv=None):
     ap.add_argument("train")
     ap.add_argument("-ps", "--params", required=True)
     ap.add_argument("--trees", nargs=2, metavar=("A", "B"), help="two directories holding the nextitem package")
+    ap.add_argument("--envs", nargs=2, metavar=("ENV_A", "ENV_B"), default=("", ""),
+                    help="extra environment per checkout as K=V,K=V ('' for none), e.g. to compare thread settings "
+                         "on one tree given twice")
     ap.add_argument("--steps", type=int, default=100, help="steps per turn")
     ap.add_argument("--turns", type=int, default=20, help="turns per checkout, the first two of them warm-up")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -81,10 +84,11 @@ def main(argv=None):
         if not os.path.isdir(os.path.join(tree, "nextitem")):
             ap.error(f"--trees: {tree} holds no nextitem package (make one with `git worktree add DIR COMMIT`)")
     procs = []
-    for tree in args.trees:
+    for tree, extra in zip(args.trees, args.envs):
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
         env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+        env.update(kv.split("=", 1) for kv in extra.split(",") if kv)
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), args.train, "-ps", args.params, "--child",
                                  "--steps", str(args.steps), "--fd-in", str(cmd_r), "--fd-out", str(rep_w)],
                                 env=env, pass_fds=(cmd_r, rep_w), stdout=subprocess.PIPE)
@@ -96,11 +100,11 @@ def main(argv=None):
             commands.write(b"g")
             if replies.read(1) != b"d":
                 sys.exit(f"a child stopped early (exit code {proc.wait()}); run it alone to see its error")
-    for tree, (proc, commands, _) in zip(args.trees, procs):
+    for tree, extra, (proc, commands, _) in zip(args.trees, args.envs, procs):
         commands.write(b"s")
         out, _ = proc.communicate()
         d = np.array(json.loads(out.decode().strip().splitlines()[-1])) * 1e3
-        print(f"{tree}: {len(d)} steps, median {np.median(d):.3f} ms, mean {d.mean():.3f} ms, "
+        print(f"{tree}{' ' + extra if extra else ''}: {len(d)} steps, median {np.median(d):.3f} ms, mean {d.mean():.3f} ms, "
               f"p10 {np.percentile(d, 10):.3f} ms")
 
 
