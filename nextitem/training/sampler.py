@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True)
@@ -49,6 +49,20 @@ def alias_table(p):  # pragma: no cover - compiled
     return prob, alias  # leftovers keep prob 1 (rounding), i.e. are drawn as themselves
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def alias_rows(idx, u, prob, alias):  # pragma: no cover - compiled
+    """In place: idx[r, j] becomes idx[r, j] if u[r, j] < prob[idx[r, j]] else alias[idx[r, j]] (the
+    alias draw), then each row is sorted. One parallel pass instead of four numpy passes and their
+    80 MB temporaries per 10M samples (a refill: 0.65 -> ~0.35 s)."""
+    for r in prange(idx.shape[0]):
+        row = idx[r]
+        for j in range(row.shape[0]):
+            i = row[j]
+            if not u[r, j] < prob[i]:
+                row[j] = alias[i]
+        row.sort()
+
+
 class SampleStore:
     def __init__(self, item_counts: np.ndarray, alpha: float, n_sample: int, store_size: int = 10_000_000,
                  seed: int | np.random.SeedSequence = 42, device="cpu"):
@@ -66,14 +80,12 @@ class SampleStore:
     def _refill(self) -> None:
         self._refill_state = self.rng.bit_generator.state  # lets a checkpoint regenerate this store
         shape = (self.rows, self.n_sample)
-        idx = self.rng.integers(0, len(self.prob), size=shape)
-        keep = self.rng.random(shape) < self.prob[idx]
-        samples = np.where(keep, idx, self.alias[idx])
+        samples = self.rng.integers(0, len(self.prob), size=shape)
         # Each row in ascending item order: the order of the sample columns changes nothing in the
         # loss or its gradients, and the step then reads and updates the item tables in one sweep
         # instead of at random (Yoochoose: item-table update 0.94 -> 0.87 ms per step, gather a little
-        # faster; the sort costs 0.2 s per refill of 10M samples).
-        samples.sort(axis=1)
+        # faster).
+        alias_rows(samples, self.rng.random(shape), self.prob, self.alias)
         self._store = torch.from_numpy(samples).to(self.device)
         self._next = 0
 
