@@ -112,3 +112,46 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
         for a, b in zip(H, H_ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert bool(blocked) == (path == "factored")
+
+
+@pytest.mark.parametrize("mode", ["shared", "separate"])
+def test_direct_gru_path_equals_the_autograd_path(mode):
+    """On the CPU (float32) the GRU stack runs without autograd (_Step.direct); with dropout on both
+    the embedding and the hidden layers, two layers and momentum, every parameter and the carried
+    state must come out bit-identical to the autograd path."""
+    kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6)}[mode]
+    cfg = GRU4RecConfig(layers=[8, 10], loss="cross-entropy", momentum=0.3, learning_rate=0.1, logq=1.0,
+                        sample_alpha=0.5, dropout_p_embed=0.3, dropout_p_hidden=0.4, **kw)
+    counts = torch.randint(1, 50, (N_ITEMS,)).float()
+    runs = []
+    for direct in (True, False):
+        torch.manual_seed(0)
+        net = GRU4RecNet(cfg, N_ITEMS)
+        dense = net.dense_parameters()
+        opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
+        step = _Step(net, opt, dense, cfg, torch.log(counts), np.random.default_rng(0))
+        assert step.direct
+        step.direct = direct
+        g = torch.Generator().manual_seed(1)
+        H = net.init_hidden(6)
+        losses = []
+        for _ in range(4):
+            x, y = torch.randint(0, N_ITEMS, (6,), generator=g), torch.randint(0, N_ITEMS, (6,), generator=g)
+            losses.append(float(step(x, y, torch.randint(0, N_ITEMS, (9,), generator=g), H)))
+        runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()}, [h.clone() for h in H]))
+    (l1, s1, h1), (l2, s2, h2) = runs
+    assert l1 == l2
+    for k in s1:
+        assert torch.equal(s1[k], s2[k]), k
+    assert all(torch.equal(a, b) for a, b in zip(h1, h2))
+    assert any((h == 0).any() for h in h1)  # dropout did zero some of the carried state
+
+
+def test_direct_path_is_off_for_onehot_input_and_float64():
+    cfg = GRU4RecConfig(layers=[8], constrained_embedding=False, embedding=0)
+    net = GRU4RecNet(cfg, N_ITEMS)
+    opt = AdagradM(net.dense_parameters(), net.sparse_parameters(), 0.1)
+    assert not _Step(net, opt, net.dense_parameters(), cfg, None, np.random.default_rng(0)).direct
+    net64 = GRU4RecNet(GRU4RecConfig(layers=[8]), N_ITEMS).double()
+    opt = AdagradM(net64.dense_parameters(), net64.sparse_parameters(), 0.1)
+    assert not _Step(net64, opt, net64.dense_parameters(), net64.config, None, np.random.default_rng(0)).direct

@@ -33,7 +33,7 @@ from ..data import SessionData
 from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
 from .losses import EPS, bpr_max, cross_entropy
-from .gru_cell import gru_cell
+from .gru_cell import cell_backward, cell_forward, gru_cell
 from .kernels import keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
@@ -155,23 +155,34 @@ class _Step:
         in_cells = {id(p) for cell in net.cells for p in cell.parameters()}
         self.autograd_dense = [p for p in dense if id(p) not in in_cells] if self.factored else list(dense)
         self.log_counts_np = log_counts.numpy() if self.xe_kernel and log_counts is not None else None
+        # The GRU stack run directly through its kernels, without autograd: the same operations, less
+        # per-step bookkeeping (the one-hot input layer of embedding mode "none" keeps autograd).
+        self.direct = self.factored and net.onehot is None
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
-        # numpy's generator draws the mask ~5x faster than torch's CPU bernoulli
         if x.device.type != "cpu":
             return torch.nn.functional.dropout(x, p, training=True)
+        return x * self.dropout_mask(x, p)
+
+    def dropout_mask(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        """CPU: 0 or 1 / (1 - p) for each element of ``x``, drawn with numpy's generator (~5x faster
+        than torch's CPU bernoulli)."""
         keep = self.rng.random(x.shape, dtype=np.float32) >= p
-        return x * torch.from_numpy(keep * np.float32(1.0 / (1.0 - p)))
+        return torch.from_numpy(keep * np.float32(1.0 / (1.0 - p)))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor, H: list[torch.Tensor]) -> torch.Tensor:
         net, cfg, opt = self.net, self.cfg, self.opt
         n = len(x)
         table = net.input_table
-        x_rows = table.detach().index_select(0, x).requires_grad_()
         sink = [] if self.factored else None
-        h = net.step(x_rows, H, dropout=self.dropout, cell_fn=lambda cell, x, h: gru_cell(cell, x, h, sink))
-        for i in range(len(H)):
-            H[i] = H[i].detach()  # BPTT depth 1
+        if self.direct:
+            x_rows = table.detach().index_select(0, x)
+            h, tape = self.gru_forward(x_rows, H)
+        else:
+            x_rows = table.detach().index_select(0, x).requires_grad_()
+            h = net.step(x_rows, H, dropout=self.dropout, cell_fn=lambda cell, x, h: gru_cell(cell, x, h, sink))
+            for i in range(len(H)):
+                H[i] = H[i].detach()  # BPTT depth 1
         with torch.no_grad():
             Y = torch.cat((y, samples)) if len(samples) else y
             C = len(Y)
@@ -196,7 +207,10 @@ class _Step:
             dh = torch.mm(O.t(), dR.t()).t()
             gW = self._rows("gW", C + n if self.shared else C, hd)
             torch.mm(dR.t(), hd, out=gW[:C])
-        grads = torch.autograd.grad(h, self.autograd_dense + [x_rows], dh)
+        if self.direct:  # no dense parameters outside the GRU cells here
+            grads = [self.gru_backward(dh, tape, sink)]
+        else:
+            grads = torch.autograd.grad(h, self.autograd_dense + [x_rows], dh)
         with torch.no_grad():
             if self.shared:  # input and output rows of Wy are updated together, in one pass
                 gW[C:] = grads[-1]
@@ -210,6 +224,39 @@ class _Step:
                 opt.step_dense_product(w_hh, D_hh, X_hh)
                 opt.step_dense(list(g_biases), [b_ih, b_hh])
         return loss
+
+    def gru_forward(self, x_rows: torch.Tensor, H: list[torch.Tensor]):
+        """net.step through gru_cell.cell_forward, without autograd (CPU, float32, not mode "none").
+
+        Returns the last layer's output and the tape for :meth:`gru_backward`. The dropout masks are
+        drawn in net.step's order, so results equal the autograd path's."""
+        cfg = self.cfg
+        x, emb_mask = x_rows, None
+        if cfg.dropout_p_embed > 0:
+            emb_mask = self.dropout_mask(x, cfg.dropout_p_embed)
+            x = x * emb_mask
+        tape = []
+        for i, cell in enumerate(self.net.cells):
+            out, saved = cell_forward(x, H[i], cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            mask = None
+            if cfg.dropout_p_hidden > 0:
+                mask = self.dropout_mask(out, cfg.dropout_p_hidden)
+                out = out * mask
+            tape.append((cell, saved, mask))
+            H[i] = x = out  # the dropped-out state is carried, as in the reference
+        return x, (emb_mask, tape)
+
+    def gru_backward(self, dh: torch.Tensor, tape, sink: list) -> torch.Tensor:
+        """Back through :meth:`gru_forward`: the gradient to ``x_rows``; appends the GRU weights'
+        gradient factors to ``sink`` as gru_cell's autograd backward does."""
+        emb_mask, layers = tape
+        d = dh
+        for cell, saved, mask in reversed(layers):
+            if mask is not None:
+                d = d * mask
+            d, f_ih, f_hh, g_b = cell_backward(d, saved, cell.weight_ih)
+            sink.append(((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), f_ih, f_hh, g_b))
+        return d * emb_mask if emb_mask is not None else d
 
     def _rows(self, name, rows, like):
         """The first ``rows`` rows of the step's persistent buffer ``name``, shaped like ``like``'s rows."""
