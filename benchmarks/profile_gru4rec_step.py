@@ -3,10 +3,10 @@
     python benchmarks/profile_gru4rec_step.py TRAIN.tsv -ps "loss=bpr-max,layers=224,..." [--steps 2000]
 
 Runs the real trainer (nextitem/training/gru4rec.py) for a number of steps after a warm-up and
-times its parts by wrapping the functions the step calls: the GRU forward, the loss, the GRU
-backward (autograd), the item-table and dense optimizer updates (on the CPU the dense one includes
-the GRU weight-gradient products, see AdagradM.step_dense_product), and the iterator with the sample
-store. "output layer" is the rest of the step: the gather of the output rows and the three score
+times its parts by wrapping the functions the step calls: the GRU forward and backward (on the
+CPU the direct path, _Step.gru_forward / gru_backward; elsewhere net.step and autograd), the loss,
+the item-table and dense optimizer updates (on the CPU the dense one includes the GRU
+weight-gradient products, see AdagradM.step_dense_product), and the iterator with the sample store. "output layer" is the rest of the step: the gather of the output rows and the three score
 products. Wrapping costs a few microseconds per part, so the parts add up to slightly more than an
 unwrapped step. The sample store refills once per 10M samples (~4,900 steps with n_sample=2048),
 so a short run may not include a refill. On a noisy machine compare only runs taken side by side.
@@ -91,7 +91,10 @@ def main(argv=None):
                (AdagradM, "step_dense", timed("dense update", AdagradM.step_dense)),
                (AdagradM, "step_dense_product", timed("dense update", AdagradM.step_dense_product)),
                (torch.autograd, "grad", timed("GRU backward", torch.autograd.grad)),
-               (GRU4RecNet, "step", timed("GRU forward", GRU4RecNet.step))]
+               (GRU4RecNet, "step", timed("GRU forward", GRU4RecNet.step)),
+               # the CPU's direct path (no autograd) instead of the two above
+               (trainer._Step, "gru_forward", timed("GRU forward", trainer._Step.gru_forward)),
+               (trainer._Step, "gru_backward", timed("GRU backward", trainer._Step.gru_backward))]
     with ExitStack() as stack:
         for owner, name, wrapper in patches:
             stack.enter_context(mock.patch.object(owner, name, wrapper))
