@@ -167,3 +167,27 @@ def test_min_slots_two_stops_below_two_slots(seed, batch_size):
     pairs, _, _, remaining = simulate(data, batch_size, 2)
     assert len(remaining) < 2
     assert not (pairs - expected_pairs(data))  # nothing seen that should not be, nothing twice
+
+
+@pytest.mark.parametrize("ahead", [1, 3, 64])
+@pytest.mark.parametrize("batch_size", [1, 4, 7])
+def test_steps_carry_each_slots_state_and_reset_it_at_session_starts(ahead, batch_size, monkeypatch):
+    """session_parallel_steps (rounds worked out ``ahead`` at a time): a state row written after a
+    step is read by the next event of the same session, and is zero at every session's first event."""
+    import torch
+
+    import nextitem.models.gru4rec as g
+
+    monkeypatch.setattr(g, "_ROUNDS_AHEAD", ahead)
+    data = make_data(np.random.default_rng(batch_size).integers(2, 9, size=23), seed=batch_size)
+    starts = set(data.offsets[:-1].tolist())
+    H = [torch.zeros(min(batch_size, data.n_sessions), 1)]
+    seen = Counter()
+    for x, y in g.session_parallel_steps(data, batch_size, H):
+        assert len(x) == len(y) == H[0].shape[0]
+        for r, e in enumerate(x.tolist()):
+            assert H[0][r, 0] == (0 if e in starts else e)  # state of event e - 1 is e (written below)
+            assert y[r] == e + 1
+            seen[e] += 1
+        H[0] = (x + 1).float().unsqueeze(1)  # the "new state": event index + 1
+    assert seen == Counter({e: 1 for e in range(int(data.offsets[-1])) if e + 1 not in set(data.offsets[1:].tolist())})
