@@ -1,7 +1,8 @@
 """GRU4Rec training: session-parallel mini-batches, shared samples, fused loss, Adagrad-M.
 
 One step, for slots with input items x and target items y:
-  1. the input rows table[x] go through the GRU stack (autograd only here: one node per GRU cell,
+  1. the input rows table[x] go through the GRU stack (on the CPU the cells' kernels are called
+     directly, _Step.gru_forward / gru_backward; elsewhere autograd with one node per GRU cell,
      gru_cell.py, plus dropout);
   2. the output rows O = Wy[Y], b = By[Y] for the columns Y = [y ; shared samples] score
      R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py; on the CPU the
@@ -261,7 +262,9 @@ class _Step:
     def _rows(self, name, rows, like):
         """The first ``rows`` rows of the step's persistent buffer ``name``, shaped like ``like``'s rows."""
         buf = self.__dict__.get(name)
-        if buf is None or buf.shape[0] < rows or buf.shape[1] != like.shape[1] or buf.dtype != like.dtype or buf.device != like.device:
+        fits = buf is not None and buf.shape[0] >= rows and buf.shape[1] == like.shape[1] \
+            and buf.dtype == like.dtype and buf.device == like.device
+        if not fits:
             buf = self.__dict__[name] = torch.empty((rows, like.shape[1]), dtype=like.dtype, device=like.device)
         return buf[:rows]
 

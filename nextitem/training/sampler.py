@@ -53,7 +53,8 @@ def alias_table(p):  # pragma: no cover - compiled
 def alias_rows(idx, u, prob, alias):  # pragma: no cover - compiled
     """In place: idx[r, j] becomes idx[r, j] if u[r, j] < prob[idx[r, j]] else alias[idx[r, j]] (the
     alias draw), then each row is sorted. One parallel pass instead of four numpy passes and their
-    80 MB temporaries per 10M samples (a refill: 0.65 -> ~0.35 s)."""
+    80 MB temporaries per 10M samples (a refill: 0.32 -> 0.26 s on reused memory, 0.81 -> 0.52 s on
+    fresh)."""
     for r in prange(idx.shape[0]):
         row = idx[r]
         for j in range(row.shape[0]):
