@@ -293,3 +293,78 @@ def test_gemm_adagrad_refuses_layouts_it_would_misread():
     with pytest.raises(ValueError, match="X must be"):
         gemm_adagrad(np.ones((4, 2), np.float32), np.ones((2, 3)), False, W, np.zeros_like(W), None, 0.1, 0.0, EPS)
     assert not W.any()  # nothing was written
+
+
+@pytest.mark.skipif(not HAVE_BLOCK_GEMM, reason="torch without MKL: step_rows_product forms the product")
+@pytest.mark.parametrize("threads", ["one", "all"])
+@pytest.mark.parametrize("V,C,n_extra,K,N,block", [(50, 40, 5, 6, 24, 4), (3000, 2096, 48, 48, 480, 32),
+                                                   (5, 9, 0, 1, 3, 32)])
+@pytest.mark.parametrize("momentum", [0.0, 0.4])
+def test_rows_product_adagrad_equals_product_then_rows_update(threads, V, C, n_extra, K, N, block, momentum):
+    """Duplicates among the product rows, among the extra rows and across both; biases on the first C."""
+    from nextitem.training.kernels import rows_product_adagrad
+
+    rng = np.random.default_rng(V + C)
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS if threads == "all" else 1)
+    try:
+        W, acc = rng.standard_normal((V, N), dtype=np.float32), rng.random((V, N), dtype=np.float32)
+        mom = rng.standard_normal((V, N), dtype=np.float32)
+        B, accB, momB = (rng.standard_normal(V, dtype=np.float32), rng.random(V, dtype=np.float32),
+                         rng.standard_normal(V, dtype=np.float32))
+        ref = [a.copy() for a in (W, acc, mom, B, accB, momB)]
+        W0 = W.copy()
+        idx = rng.integers(0, min(V, C), C + n_extra)  # a narrow range: many duplicates
+        D = rng.standard_normal((C, K), dtype=np.float32)
+        X = rng.standard_normal((K, N), dtype=np.float32)
+        E = rng.standard_normal((n_extra, N), dtype=np.float32)
+        gb = rng.standard_normal(C, dtype=np.float32)
+        use = (lambda a: a) if momentum else (lambda a: None)
+        G = np.concatenate([D @ X, E]).astype(np.float32)
+        adagrad_rows(ref[0], ref[1], use(ref[2]), idx, G, 0.05, momentum, EPS, bias=(ref[3], ref[4], use(ref[5]), gb))
+        n_rows = rows_product_adagrad(W, acc, use(mom), idx, D, X, E, 0.05, momentum, EPS,
+                                      bias=(B, accB, use(momB), gb), block=block)
+        assert n_rows == len(np.unique(idx))
+        for a, b in zip((W, acc, mom, B, accB, momB), ref):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+        assert not np.array_equal(W, W0)
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.3])
+@pytest.mark.parametrize("block_gemm", [True, False])
+def test_step_rows_product_equals_step_rows(momentum, block_gemm, monkeypatch):
+    """step_rows_product (block kernel, or the formed product without MKL) equals step_rows on D @ X."""
+    import nextitem.training.optim as optim
+
+    if block_gemm and not HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL")
+    monkeypatch.setattr(optim, "HAVE_BLOCK_GEMM", block_gemm)
+    gen = torch.Generator().manual_seed(4)
+    table, bias = torch.randn(30, 8, generator=gen), torch.randn(30, generator=gen)
+    rows = torch.randint(0, 12, (25,), generator=gen)
+    D, X, extra = torch.randn(20, 3, generator=gen), torch.randn(3, 8, generator=gen).t().contiguous().t(), \
+        torch.randn(5, 8, generator=gen)
+    gb = torch.randn(20, generator=gen)
+    mine = [table.clone(), bias.clone()]
+    ref = [table.clone(), bias.clone()]
+    o_mine, o_ref = AdagradM([], mine, 0.05, momentum), AdagradM([], ref, 0.05, momentum)
+    for _ in range(2):
+        o_mine.step_rows_product(mine[0], rows, D, X, extra=extra, bias=(mine[1], gb))
+        o_ref.step_rows(ref[0], rows, torch.cat((D @ X, extra)), bias=(ref[1], gb))
+    for a, b in zip(mine + list(o_mine.state_dict().values()), ref + list(o_ref.state_dict().values())):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(mine[0], table)
+
+
+@pytest.mark.skipif(not HAVE_BLOCK_GEMM, reason="torch without MKL")
+def test_rows_product_adagrad_refuses_layouts_it_would_misread():
+    from nextitem.training.kernels import rows_product_adagrad
+
+    W = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="X must be a C-contiguous float32"):
+        rows_product_adagrad(W, np.zeros_like(W), None, np.array([0, 1]), np.ones((2, 2), np.float32),
+                             np.asfortranarray(np.ones((2, 3), np.float32)), np.zeros((0, 3), np.float32),
+                             0.1, 0.0, EPS)
+    assert not W.any()

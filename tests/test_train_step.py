@@ -12,7 +12,7 @@ import torch
 
 from nextitem.models.gru4rec import GRU4RecConfig, GRU4RecNet
 from nextitem.training.gru4rec import _Step
-from nextitem.training.kernels import gemm_adagrad
+from nextitem.training.kernels import gemm_adagrad, rows_product_adagrad
 from nextitem.training.optim import AdagradM
 
 N_ITEMS = 40
@@ -80,6 +80,9 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
     assert step.xe_kernel == (loss == "cross-entropy" and dtype == torch.float32)
     blocked = []  # calls of the block kernel: the "factored" path only
     monkeypatch.setattr(optim, "gemm_adagrad", lambda *a, **k: (blocked.append(1), gemm_adagrad(*a, **k)))
+    row_blocks = []  # the output rows' gradient never formed: CPU float32 cross-entropy with MKL
+    monkeypatch.setattr(optim, "rows_product_adagrad",
+                        lambda *a, **k: (row_blocks.append(1), rows_product_adagrad(*a, **k)))
     ref_state = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in ref.named_parameters()}
     g = torch.Generator().manual_seed(1)
     n = 6
@@ -112,6 +115,7 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
         for a, b in zip(H, H_ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert bool(blocked) == (path == "factored")
+    assert bool(row_blocks) == (path == "factored" and loss == "cross-entropy")
 
 
 @pytest.mark.parametrize("mode", ["shared", "separate"])

@@ -578,3 +578,114 @@ class FreedMemoryTrimmer:
         self._trim(0)
         self.base = _rss_gb()
         return True
+
+
+@njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def _rows_product_adagrad(sgemm, local_threads, W, acc, mom, idx, D, X, E, lr, mu, eps, use_mom,
+                          Bv, accB, momB, gB, n_bias, block):  # pragma: no cover - compiled
+    # Rows idx[k] of W get gradient D[k] @ X for k < len(D), E[k - len(D)] after that; duplicates summed.
+    # Per block of distinct rows: their D rows summed (K floats each), one small product, the update.
+    n_prod = D.shape[0]
+    n = idx.shape[0]
+    K = D.shape[1]
+    N = W.shape[1]
+    order = np.argsort(idx, kind="mergesort")
+    starts = np.empty(n + 1, dtype=np.int64)
+    n_groups = 0
+    for k in range(n):
+        if k == 0 or idx[order[k]] != idx[order[k - 1]]:
+            starts[n_groups] = k
+            n_groups += 1
+    starts[n_groups] = n
+    for bi in prange((n_groups + block - 1) // block):
+        g0 = bi * block
+        rows = min(block, n_groups - g0)
+        Dc = np.zeros((rows, K), dtype=np.float32)
+        for q in range(rows):
+            for t in range(starts[g0 + q], starts[g0 + q + 1]):
+                o = order[t]
+                if o < n_prod:
+                    for c in range(K):
+                        Dc[q, c] += D[o, c]
+        G = np.empty((rows, N), dtype=np.float32)
+        ints = np.empty(6, dtype=np.int32)
+        ints[0], ints[1], ints[2] = N, rows, K
+        ints[3], ints[4], ints[5] = N, K, N
+        scal = np.empty(2, dtype=np.float32)
+        scal[0], scal[1] = 1.0, 0.0
+        trans = np.empty(2, dtype=np.uint8)
+        trans[0], trans[1] = 78, 78
+        before = _call_int_int(local_threads, 1)
+        _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
+                   ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, Dc.ctypes.data,
+                   ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
+        _call_int_int(local_threads, before)
+        for q in range(rows):
+            a, b = starts[g0 + q], starts[g0 + q + 1]
+            r = idx[order[a]]
+            for t in range(a, b):
+                o = order[t]
+                if o >= n_prod:
+                    for d in range(N):
+                        G[q, d] += E[o - n_prod, d]
+            if use_mom:
+                for d in range(N):
+                    g = G[q, d]
+                    v = acc[r, d] + g * g
+                    acc[r, d] = v
+                    m = mu * mom[r, d] - lr * g / np.sqrt(v + eps)
+                    mom[r, d] = m
+                    W[r, d] += m
+            else:
+                for d in range(N):
+                    g = G[q, d]
+                    v = acc[r, d] + g * g
+                    acc[r, d] = v
+                    W[r, d] -= lr * g / np.sqrt(v + eps)
+            if n_bias > 0:
+                gb = np.float32(0.0)
+                hit = False
+                for t in range(a, b):
+                    o = order[t]
+                    if o < n_bias:
+                        gb += gB[o]
+                        hit = True
+                if hit:
+                    v = accB[r] + gb * gb
+                    accB[r] = v
+                    if use_mom:
+                        m = mu * momB[r] - lr * gb / np.sqrt(v + eps)
+                        momB[r] = m
+                        Bv[r] += m
+                    else:
+                        Bv[r] -= lr * gb / np.sqrt(v + eps)
+    return n_groups
+
+
+def rows_product_adagrad(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np.ndarray, D: np.ndarray,
+                         X: np.ndarray, E: np.ndarray, lr: float, momentum: float, eps: float,
+                         bias: tuple | None = None, block: int = 32) -> int:
+    """:func:`adagrad_rows` for the rows ``idx`` of ``W`` [V, N] whose gradient rows are ``D @ X``
+    (D [C, K], X [K, N]) for the first C indices and the rows of ``E`` for the rest, never formed.
+
+    Duplicate indices are summed first, on D's rows (K floats each) rather than on gradient rows;
+    then each thread multiplies ``block`` distinct rows at a time (the MKL inside torch, as in
+    :func:`gemm_adagrad`) and updates them while they are in cache. ``bias`` as in adagrad_rows.
+    Equal to the product followed by adagrad_rows up to float rounding. Returns the number of rows.
+    """
+    if not HAVE_BLOCK_GEMM:
+        raise RuntimeError("rows_product_adagrad needs the MKL inside torch; check kernels.HAVE_BLOCK_GEMM first")
+    for name, a in (("W", W), ("acc", acc), ("mom", mom), ("D", D), ("X", X), ("E", E)):
+        if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous):  # MKL reads raw pointers
+            raise ValueError(f"rows_product_adagrad: {name} must be a C-contiguous float32 array (got {a.dtype}, "
+                             f"strides {a.strides}); pass np.ascontiguousarray({name}, dtype=np.float32).")
+    use_mom = mom is not None
+    if bias is None:
+        empty = np.zeros(0, dtype=W.dtype)
+        Bv, accB, momB, gB = empty, empty, empty, empty
+    else:
+        Bv, accB, momB, gB = bias
+        momB = momB if use_mom else accB
+    return _rows_product_adagrad(_SGEMM, _MKL_LOCAL_THREADS, W, acc, mom if use_mom else acc, idx, D, X, E,
+                                 np.float32(lr), np.float32(momentum), np.float32(eps), use_mom,
+                                 Bv, accB, momB, gB, len(gB), block)

@@ -6,9 +6,10 @@ untouched rows neither decay their momentum nor move ("lazy" momentum, as in the
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from .kernels import HAVE_BLOCK_GEMM, adagrad_dense, adagrad_rows, gemm_adagrad
+from .kernels import HAVE_BLOCK_GEMM, adagrad_dense, adagrad_rows, gemm_adagrad, rows_product_adagrad
 
 
 class AdagradM:
@@ -65,6 +66,31 @@ class AdagradM:
         gemm_adagrad(D.contiguous().numpy(), X.detach().numpy(), x_transposed, param.detach().numpy(),
                      self.acc[i].numpy(), None if self.mom is None else self.mom[i].numpy(),
                      self.lr, self.momentum, self.eps)
+
+    @torch.no_grad()
+    def step_rows_product(self, param: torch.Tensor, rows: torch.Tensor, D: torch.Tensor, X: torch.Tensor,
+                          extra: torch.Tensor | None = None, bias: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """``step_rows`` with the gradient rows ``D @ X`` (then ``extra``'s rows) for ``rows``.
+
+        On the CPU (float32, torch with MKL) the rows of D are summed per distinct row first and the
+        gradient is formed a block of rows at a time, in cache (kernels.rows_product_adagrad);
+        elsewhere the product is formed and passed to ``step_rows``.
+        """
+        if not (param.device.type == "cpu" and param.dtype == torch.float32 and HAVE_BLOCK_GEMM):
+            grad = D @ X
+            self.step_rows(param, rows, grad if extra is None else torch.cat((grad, extra)), bias=bias)
+            return
+        acc = self.sparse_acc[id(param)]
+        mom = self.sparse_mom[id(param)] if self.sparse_mom is not None else None
+        fused = None
+        if bias is not None:
+            b, gb = bias
+            b_mom = self.sparse_mom[id(b)].numpy() if self.sparse_mom is not None else None
+            fused = (b.data.numpy(), self.sparse_acc[id(b)].numpy(), b_mom, gb.contiguous().numpy())
+        E = extra.contiguous().numpy() if extra is not None else np.zeros((0, param.shape[1]), dtype=np.float32)
+        rows_product_adagrad(param.data.numpy(), acc.numpy(), None if mom is None else mom.numpy(), rows.numpy(),
+                             D.contiguous().numpy(), X.contiguous().numpy(), E, self.lr, self.momentum, self.eps,
+                             bias=fused)
 
     @torch.no_grad()
     def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
