@@ -196,10 +196,10 @@ class _Step:
             Y = torch.cat((y, samples)) if len(samples) else y
             C = len(Y)
             hd = h.detach()
-            # O and the gradient rows gW live in two buffers kept across steps. Writing gW over O (one
-            # buffer, 4 MB less through the cache) made that product 0.55 or 1.15 ms per Yoochoose step
-            # depending on the run, against a steady 0.75 into a buffer of its own: writing lines both
-            # cores have just read is slow here. Lockstep: 7.80 -> 7.59 and 7.74 -> 7.62 ms median.
+            # O and the gradient rows gW (where formed) live in two buffers kept across steps. Writing
+            # gW over O (one buffer, 4 MB less through the cache) made that product 0.55 or 1.15 ms per
+            # Yoochoose step depending on the run, against a steady 0.75 into a buffer of its own:
+            # writing lines both cores have just read is slow here. Lockstep: 7.80 -> 7.59 and 7.74 -> 7.62 ms median.
             O = torch.index_select(net.Wy.detach(), 0, Y, out=self._rows("O", C, hd))
             # Scores R = h O^T + b. The thin products run 10-20% faster in torch's MKL on this 2-core
             # AMD CPU with the 2,000-row side first, so R (for the cross-entropy) and dh = dR O are
@@ -222,17 +222,15 @@ class _Step:
         else:
             grads = torch.autograd.grad(h, self.autograd_dense + [x_rows], dh)
         with torch.no_grad():
+            # shared mode: the input and output rows of Wy are updated together, in one pass
+            rows, extra = (torch.cat((Y, x)), grads[-1]) if self.shared else (Y, None)
             if self.rows_product:
-                if self.shared:
-                    opt.step_rows_product(net.Wy, torch.cat((Y, x)), dR.t(), hd, extra=grads[-1], bias=(net.By, gb))
-                else:
-                    opt.step_rows_product(net.Wy, Y, dR.t(), hd, bias=(net.By, gb))
-                    opt.step_rows(table, x, grads[-1])
-            elif self.shared:  # input and output rows of Wy are updated together, in one pass
-                gW[C:] = grads[-1]
-                opt.step_rows(net.Wy, torch.cat((Y, x)), gW, bias=(net.By, gb))
+                opt.step_rows_product(net.Wy, rows, dR.t(), hd, extra=extra, bias=(net.By, gb))
             else:
-                opt.step_rows(net.Wy, Y, gW, bias=(net.By, gb))
+                if extra is not None:
+                    gW[C:] = extra
+                opt.step_rows(net.Wy, rows, gW, bias=(net.By, gb))
+            if not self.shared:
                 opt.step_rows(table, x, grads[-1])
             opt.step_dense(list(grads[:-1]), self.autograd_dense)
             for (w_ih, w_hh, b_ih, b_hh), (D_ih, X_ih), (D_hh, X_hh), g_biases in sink or ():

@@ -17,11 +17,12 @@ from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB, n_bias):  # pragma: no cover - compiled
+@njit(cache=True, nogil=True)
+def _row_groups(idx):  # pragma: no cover - compiled
+    """The positions of ``idx`` in stable sorted order, and where each run of equal indices starts
+    in it: group g is order[starts[g]:starts[g + 1]], for g < n_groups."""
     order = np.argsort(idx, kind="mergesort")
     n = idx.shape[0]
-    # group boundaries of equal indices in sorted order
     starts = np.empty(n + 1, dtype=np.int64)
     n_groups = 0
     for k in range(n):
@@ -29,6 +30,33 @@ def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB,
             starts[n_groups] = k
             n_groups += 1
     starts[n_groups] = n
+    return order, starts, n_groups
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom):  # pragma: no cover - compiled
+    """Adagrad(+momentum) on the bias row r with the gradients of the group's positions below n_bias."""
+    gb = np.float32(0.0)
+    hit = False
+    for k in range(a, b):
+        o = order[k]
+        if o < n_bias:
+            gb += gB[o]
+            hit = True
+    if hit:
+        v = accB[r] + gb * gb
+        accB[r] = v
+        if use_mom:
+            m = mu * momB[r] - lr * gb / np.sqrt(v + eps)
+            momB[r] = m
+            Bv[r] += m
+        else:
+            Bv[r] -= lr * gb / np.sqrt(v + eps)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB, n_bias):  # pragma: no cover - compiled
+    order, starts, n_groups = _row_groups(idx)
     L = W.shape[1]
     for gi in prange(n_groups):
         a, b = starts[gi], starts[gi + 1]
@@ -53,22 +81,7 @@ def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB,
                 acc[r, d] = v
                 W[r, d] -= lr * g / np.sqrt(v + eps)
         if n_bias > 0:  # the bias rows: gradients for the first n_bias indices, summed per row
-            gb = np.float32(0.0)
-            hit = False
-            for k in range(a, b):
-                o = order[k]
-                if o < n_bias:
-                    gb += gB[o]
-                    hit = True
-            if hit:
-                v = accB[r] + gb * gb
-                accB[r] = v
-                if use_mom:
-                    m = mu * momB[r] - lr * gb / np.sqrt(v + eps)
-                    momB[r] = m
-                    Bv[r] += m
-                else:
-                    Bv[r] -= lr * gb / np.sqrt(v + eps)
+            _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom)
     return n_groups
 
 
@@ -394,14 +407,19 @@ def adagrad_rows(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None, idx: np
     saves the bias its own sort of the indices. Returns the number of rows.
     """
     use_mom = mom is not None
-    if bias is None:
-        empty = np.zeros(0, dtype=W.dtype)
-        Bv, accB, momB, gB = empty, empty, empty, empty
-    else:
-        Bv, accB, momB, gB = bias
-        momB = momB if use_mom else accB
+    Bv, accB, momB, gB = _bias_arrays(bias, use_mom, W.dtype)
     return _adagrad_rows(W, acc, mom if use_mom else acc, idx, G, np.float32(lr), np.float32(momentum),
                          np.float32(eps), use_mom, Bv, accB, momB, gB, len(gB))
+
+
+def _bias_arrays(bias: tuple | None, use_mom: bool, dtype) -> tuple:
+    """The row kernels' (b, acc, mom, g) bias arguments: empty arrays without a bias, and acc standing
+    in for the unused momentum (numba needs an array there)."""
+    if bias is None:
+        empty = np.zeros(0, dtype=dtype)
+        return empty, empty, empty, empty
+    Bv, accB, momB, gB = bias
+    return Bv, accB, momB if use_mom else accB, gB
 
 
 # ---- Adagrad on a dense matrix whose gradient is a product, G = D @ X, taken block by block -----
@@ -455,6 +473,38 @@ _SGEMM, _MKL_LOCAL_THREADS = _torch_mkl_addresses()
 HAVE_BLOCK_GEMM = _SGEMM != 0 and _MKL_LOCAL_THREADS != 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _sgemm_rows(sgemm, local_threads, D, X, x_transposed, G):  # pragma: no cover - compiled
+    """G [rows, N] = D [rows, K] @ X (row-major), X given as [K, N] or, x_transposed, as [N, K], on one
+    MKL thread (the calling kernel's threads split the rows)."""
+    rows, K = D.shape
+    N = G.shape[1]
+    # column-major view of the row-major product: G^T [N, rows] = X^T [N, K] @ D^T [K, rows]
+    ints = np.empty(6, dtype=np.int32)
+    ints[0], ints[1], ints[2] = N, rows, K
+    ints[3] = K if x_transposed else N  # X's leading dimension
+    ints[4], ints[5] = K, N
+    scal = np.empty(2, dtype=np.float32)
+    scal[0], scal[1] = 1.0, 0.0
+    trans = np.empty(2, dtype=np.uint8)
+    trans[0] = 84 if x_transposed else 78  # 'T' / 'N'
+    trans[1] = 78
+    before = _call_int_int(local_threads, 1)
+    _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
+               ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, D.ctypes.data,
+               ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
+    _call_int_int(local_threads, before)
+
+
+def _check_blas_layout(caller: str, **arrays) -> None:
+    # MKL gets raw pointers and leading dimensions that assume these layouts: anything else would be
+    # read wrongly without an error
+    for name, a in arrays.items():
+        if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous):
+            raise ValueError(f"{caller}: {name} must be a C-contiguous float32 array (got {a.dtype}, "
+                             f"strides {a.strides}); pass np.ascontiguousarray({name}, dtype=np.float32).")
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _gemm_adagrad(sgemm, local_threads, D, X, x_transposed, W, acc, mom, lr, mu, eps, use_mom, block):  # pragma: no cover - compiled
     R, K = D.shape
@@ -463,21 +513,7 @@ def _gemm_adagrad(sgemm, local_threads, D, X, x_transposed, W, acc, mom, lr, mu,
         r0 = bi * block
         rows = min(block, R - r0)
         G = np.empty((rows, N), dtype=np.float32)
-        # column-major view of the row-major product: G^T [N, rows] = X^T [N, K] @ D[r0:]^T [K, rows]
-        ints = np.empty(6, dtype=np.int32)
-        ints[0], ints[1], ints[2] = N, rows, K
-        ints[3] = K if x_transposed else N  # X given as its row-major transpose [N, K], or as [K, N]
-        ints[4], ints[5] = K, N
-        scal = np.empty(2, dtype=np.float32)
-        scal[0], scal[1] = 1.0, 0.0
-        trans = np.empty(2, dtype=np.uint8)
-        trans[0] = 84 if x_transposed else 78  # 'T' / 'N'
-        trans[1] = 78
-        before = _call_int_int(local_threads, 1)  # one MKL thread per worker: the kernel's threads split the rows
-        _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
-                   ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, D[r0:].ctypes.data,
-                   ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
-        _call_int_int(local_threads, before)
+        _sgemm_rows(sgemm, local_threads, D[r0 : r0 + rows], X, x_transposed, G)
         if use_mom:
             for i in range(rows):
                 for d in range(N):
@@ -506,12 +542,7 @@ def gemm_adagrad(D: np.ndarray, X: np.ndarray, x_transposed: bool, W: np.ndarray
     """
     if not HAVE_BLOCK_GEMM:
         raise RuntimeError("gemm_adagrad needs the MKL inside torch; check kernels.HAVE_BLOCK_GEMM first")
-    # MKL gets raw pointers and leading dimensions that assume these layouts: anything else would be
-    # read wrongly without an error
-    for name, a in (("D", D), ("X", X), ("W", W), ("acc", acc), ("mom", mom)):
-        if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous):
-            raise ValueError(f"gemm_adagrad: {name} must be a C-contiguous float32 array (got {a.dtype}, "
-                             f"strides {a.strides}); pass np.ascontiguousarray({name}, dtype=np.float32).")
+    _check_blas_layout("gemm_adagrad", D=D, X=X, W=W, acc=acc, mom=mom)
     use_mom = mom is not None
     _gemm_adagrad(_SGEMM, _MKL_LOCAL_THREADS, D, X, x_transposed, W, acc, mom if use_mom else acc,
                   np.float32(lr), np.float32(momentum), np.float32(eps), use_mom, block)
@@ -585,18 +616,9 @@ def _rows_product_adagrad(sgemm, local_threads, W, acc, mom, idx, D, X, E, lr, m
                           Bv, accB, momB, gB, n_bias, block):  # pragma: no cover - compiled
     # Rows idx[k] of W get gradient D[k] @ X for k < len(D), E[k - len(D)] after that; duplicates summed.
     # Per block of distinct rows: their D rows summed (K floats each), one small product, the update.
-    n_prod = D.shape[0]
-    n = idx.shape[0]
-    K = D.shape[1]
+    n_prod, K = D.shape
     N = W.shape[1]
-    order = np.argsort(idx, kind="mergesort")
-    starts = np.empty(n + 1, dtype=np.int64)
-    n_groups = 0
-    for k in range(n):
-        if k == 0 or idx[order[k]] != idx[order[k - 1]]:
-            starts[n_groups] = k
-            n_groups += 1
-    starts[n_groups] = n
+    order, starts, n_groups = _row_groups(idx)
     for bi in prange((n_groups + block - 1) // block):
         g0 = bi * block
         rows = min(block, n_groups - g0)
@@ -608,18 +630,7 @@ def _rows_product_adagrad(sgemm, local_threads, W, acc, mom, idx, D, X, E, lr, m
                     for c in range(K):
                         Dc[q, c] += D[o, c]
         G = np.empty((rows, N), dtype=np.float32)
-        ints = np.empty(6, dtype=np.int32)
-        ints[0], ints[1], ints[2] = N, rows, K
-        ints[3], ints[4], ints[5] = N, K, N
-        scal = np.empty(2, dtype=np.float32)
-        scal[0], scal[1] = 1.0, 0.0
-        trans = np.empty(2, dtype=np.uint8)
-        trans[0], trans[1] = 78, 78
-        before = _call_int_int(local_threads, 1)
-        _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
-                   ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, Dc.ctypes.data,
-                   ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
-        _call_int_int(local_threads, before)
+        _sgemm_rows(sgemm, local_threads, Dc, X, False, G)
         for q in range(rows):
             a, b = starts[g0 + q], starts[g0 + q + 1]
             r = idx[order[a]]
@@ -643,22 +654,7 @@ def _rows_product_adagrad(sgemm, local_threads, W, acc, mom, idx, D, X, E, lr, m
                     acc[r, d] = v
                     W[r, d] -= lr * g / np.sqrt(v + eps)
             if n_bias > 0:
-                gb = np.float32(0.0)
-                hit = False
-                for t in range(a, b):
-                    o = order[t]
-                    if o < n_bias:
-                        gb += gB[o]
-                        hit = True
-                if hit:
-                    v = accB[r] + gb * gb
-                    accB[r] = v
-                    if use_mom:
-                        m = mu * momB[r] - lr * gb / np.sqrt(v + eps)
-                        momB[r] = m
-                        Bv[r] += m
-                    else:
-                        Bv[r] -= lr * gb / np.sqrt(v + eps)
+                _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom)
     return n_groups
 
 
@@ -675,17 +671,9 @@ def rows_product_adagrad(W: np.ndarray, acc: np.ndarray, mom: np.ndarray | None,
     """
     if not HAVE_BLOCK_GEMM:
         raise RuntimeError("rows_product_adagrad needs the MKL inside torch; check kernels.HAVE_BLOCK_GEMM first")
-    for name, a in (("W", W), ("acc", acc), ("mom", mom), ("D", D), ("X", X), ("E", E)):
-        if a is not None and not (a.dtype == np.float32 and a.flags.c_contiguous):  # MKL reads raw pointers
-            raise ValueError(f"rows_product_adagrad: {name} must be a C-contiguous float32 array (got {a.dtype}, "
-                             f"strides {a.strides}); pass np.ascontiguousarray({name}, dtype=np.float32).")
+    _check_blas_layout("rows_product_adagrad", W=W, acc=acc, mom=mom, D=D, X=X, E=E)
     use_mom = mom is not None
-    if bias is None:
-        empty = np.zeros(0, dtype=W.dtype)
-        Bv, accB, momB, gB = empty, empty, empty, empty
-    else:
-        Bv, accB, momB, gB = bias
-        momB = momB if use_mom else accB
+    Bv, accB, momB, gB = _bias_arrays(bias, use_mom, W.dtype)
     return _rows_product_adagrad(_SGEMM, _MKL_LOCAL_THREADS, W, acc, mom if use_mom else acc, idx, D, X, E,
                                  np.float32(lr), np.float32(momentum), np.float32(eps), use_mom,
                                  Bv, accB, momB, gB, len(gB), block)

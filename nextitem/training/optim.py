@@ -80,17 +80,23 @@ class AdagradM:
             grad = D @ X
             self.step_rows(param, rows, grad if extra is None else torch.cat((grad, extra)), bias=bias)
             return
-        acc = self.sparse_acc[id(param)]
-        mom = self.sparse_mom[id(param)] if self.sparse_mom is not None else None
-        fused = None
-        if bias is not None:
-            b, gb = bias
-            b_mom = self.sparse_mom[id(b)].numpy() if self.sparse_mom is not None else None
-            fused = (b.data.numpy(), self.sparse_acc[id(b)].numpy(), b_mom, gb.contiguous().numpy())
+        acc, mom = self._sparse_state(param)
         E = extra.contiguous().numpy() if extra is not None else np.zeros((0, param.shape[1]), dtype=np.float32)
         rows_product_adagrad(param.data.numpy(), acc.numpy(), None if mom is None else mom.numpy(), rows.numpy(),
                              D.contiguous().numpy(), X.contiguous().numpy(), E, self.lr, self.momentum, self.eps,
-                             bias=fused)
+                             bias=self._kernel_bias(bias))
+
+    def _sparse_state(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(accumulator, momentum or None) of an item table."""
+        return self.sparse_acc[id(param)], self.sparse_mom[id(param)] if self.sparse_mom is not None else None
+
+    def _kernel_bias(self, bias: tuple[torch.Tensor, torch.Tensor] | None) -> tuple | None:
+        """``bias=(b, g)`` as the row kernels take it: numpy (b, acc, mom or None, g)."""
+        if bias is None:
+            return None
+        b, gb = bias
+        acc, mom = self._sparse_state(b)
+        return b.data.numpy(), acc.numpy(), None if mom is None else mom.numpy(), gb.contiguous().numpy()
 
     @torch.no_grad()
     def step_rows(self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
@@ -101,17 +107,12 @@ class AdagradM:
         the same kernel pass). ``grad`` may be overwritten. On the CPU one fused kernel does it all;
         elsewhere torch ops.
         """
-        acc = self.sparse_acc[id(param)]
-        mom = self.sparse_mom[id(param)] if self.sparse_mom is not None else None
+        acc, mom = self._sparse_state(param)
         if param.device.type == "cpu" and param.dtype == torch.float32:
             view = (lambda t: t.view(-1, 1)) if param.dim() == 1 else (lambda t: t)
-            fused = None
-            if bias is not None:
-                b, gb = bias
-                b_mom = self.sparse_mom[id(b)].numpy() if self.sparse_mom is not None else None
-                fused = (b.data.numpy(), self.sparse_acc[id(b)].numpy(), b_mom, gb.contiguous().numpy())
             adagrad_rows(view(param.data).numpy(), view(acc).numpy(), None if mom is None else view(mom).numpy(),
-                         rows.numpy(), view(grad).contiguous().numpy(), self.lr, self.momentum, self.eps, bias=fused)
+                         rows.numpy(), view(grad).contiguous().numpy(), self.lr, self.momentum, self.eps,
+                         bias=self._kernel_bias(bias))
             return
         if bias is not None:
             b, gb = bias
