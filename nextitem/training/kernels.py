@@ -34,6 +34,26 @@ def _row_groups(idx):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _adagrad_row(W, acc, mom, r, G, q, lr, mu, eps, use_mom):  # pragma: no cover - compiled
+    """Adagrad(+momentum) on row r of W with the gradient row q of G (the three row kernels' update).
+    Plain 2-D indexing rather than row views: the momentum loop runs 1.4x faster."""
+    if use_mom:
+        for d in range(W.shape[1]):
+            g = G[q, d]
+            v = acc[r, d] + g * g
+            acc[r, d] = v
+            m = mu * mom[r, d] - lr * g / np.sqrt(v + eps)
+            mom[r, d] = m
+            W[r, d] += m
+    else:
+        for d in range(W.shape[1]):
+            g = G[q, d]
+            v = acc[r, d] + g * g
+            acc[r, d] = v
+            W[r, d] -= lr * g / np.sqrt(v + eps)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom):  # pragma: no cover - compiled
     """Adagrad(+momentum) on the bias row r with the gradients of the group's positions below n_bias."""
     gb = np.float32(0.0)
@@ -65,21 +85,7 @@ def _adagrad_rows(W, acc, mom, idx, G, lr, mu, eps, use_mom, Bv, accB, momB, gB,
         for k in range(a + 1, b):  # coalesce duplicate rows into the first one
             for d in range(L):
                 G[first, d] += G[order[k], d]
-        # plain 2-D indexing rather than row views: the momentum loop runs 1.4x faster
-        if use_mom:
-            for d in range(L):
-                g = G[first, d]
-                v = acc[r, d] + g * g
-                acc[r, d] = v
-                m = mu * mom[r, d] - lr * g / np.sqrt(v + eps)
-                mom[r, d] = m
-                W[r, d] += m
-        else:
-            for d in range(L):
-                g = G[first, d]
-                v = acc[r, d] + g * g
-                acc[r, d] = v
-                W[r, d] -= lr * g / np.sqrt(v + eps)
+        _adagrad_row(W, acc, mom, r, G, first, lr, mu, eps, use_mom)
         if n_bias > 0:  # the bias rows: gradients for the first n_bias indices, summed per row
             _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom)
     return n_groups
@@ -514,22 +520,8 @@ def _gemm_adagrad(sgemm, local_threads, D, X, x_transposed, W, acc, mom, lr, mu,
         rows = min(block, R - r0)
         G = np.empty((rows, N), dtype=np.float32)
         _sgemm_rows(sgemm, local_threads, D[r0 : r0 + rows], X, x_transposed, G)
-        if use_mom:
-            for i in range(rows):
-                for d in range(N):
-                    g = G[i, d]
-                    v = acc[r0 + i, d] + g * g
-                    acc[r0 + i, d] = v
-                    m = mu * mom[r0 + i, d] - lr * g / np.sqrt(v + eps)
-                    mom[r0 + i, d] = m
-                    W[r0 + i, d] += m
-        else:
-            for i in range(rows):
-                for d in range(N):
-                    g = G[i, d]
-                    v = acc[r0 + i, d] + g * g
-                    acc[r0 + i, d] = v
-                    W[r0 + i, d] -= lr * g / np.sqrt(v + eps)
+        for i in range(rows):
+            _adagrad_row(W, acc, mom, r0 + i, G, i, lr, mu, eps, use_mom)
 
 
 def gemm_adagrad(D: np.ndarray, X: np.ndarray, x_transposed: bool, W: np.ndarray, acc: np.ndarray,
@@ -639,20 +631,7 @@ def _rows_product_adagrad(sgemm, local_threads, W, acc, mom, idx, D, X, E, lr, m
                 if o >= n_prod:
                     for d in range(N):
                         G[q, d] += E[o - n_prod, d]
-            if use_mom:
-                for d in range(N):
-                    g = G[q, d]
-                    v = acc[r, d] + g * g
-                    acc[r, d] = v
-                    m = mu * mom[r, d] - lr * g / np.sqrt(v + eps)
-                    mom[r, d] = m
-                    W[r, d] += m
-            else:
-                for d in range(N):
-                    g = G[q, d]
-                    v = acc[r, d] + g * g
-                    acc[r, d] = v
-                    W[r, d] -= lr * g / np.sqrt(v + eps)
+            _adagrad_row(W, acc, mom, r, G, q, lr, mu, eps, use_mom)
             if n_bias > 0:
                 _bias_row_update(Bv, accB, momB, gB, n_bias, order, a, b, r, lr, mu, eps, use_mom)
     return n_groups
