@@ -101,12 +101,13 @@ def test_fast_cpu_path_equals_torch_path(mode):
 
 @pytest.mark.parametrize("mode", ["standard", "conservative", "median"])
 @pytest.mark.parametrize("n", [1, 16, 37])
-def test_transposed_scores_with_bias_equal_plain_ranks(mode, n):
+@pytest.mark.parametrize("n_items", [5, 301])  # fewer items than the kernel's 8 chunks, and not a multiple
+def test_transposed_scores_with_bias_equal_plain_ranks(mode, n, n_items):
     from nextitem.evaluation.metrics import target_ranks_transposed
 
     g = torch.Generator().manual_seed(n)
-    st = torch.randint(0, 4, (301, n), generator=g).float()  # [items, rows], many ties
-    bias = torch.randint(0, 3, (301,), generator=g).float()
-    targets = torch.randint(0, 301, (n,), generator=g)
+    st = torch.randint(0, 4, (n_items, n), generator=g).float()  # [items, rows], many ties
+    bias = torch.randint(0, 3, (n_items,), generator=g).float()
+    targets = torch.randint(0, n_items, (n,), generator=g)
     expected = target_ranks((st + bias.unsqueeze(1)).t().double(), targets, mode)
     torch.testing.assert_close(target_ranks_transposed(st.contiguous(), bias, targets, mode), expected)

@@ -32,28 +32,29 @@ def _count_above(scores, targets, above, ties):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _count_above_transposed(st, bias, targets, above, ties):  # pragma: no cover - compiled
-    # st is [items, rows] (the faster GEMM layout); row i's score of item j is st[j, i] + bias[j].
-    # Blocks of 16 rows (one cache line) are counted in parallel, reading st once in order.
+def _count_above_transposed(st, bias, t, above, ties):  # pragma: no cover - compiled
+    # st is [items, rows] (the faster GEMM layout); row c's score of item j is st[j, c] + bias[j],
+    # its target's score t[c]. Each of 8 chunks of items is read in order, whole rows at a time,
+    # into its own counters (a loop over contiguous rows that vectorizes), summed at the end.
+    # Counting 16-row column strips down all items instead ran at ~5 ns per score (44 ms for a
+    # 512-row Yoochoose batch, as long as its GEMM); this reads memory at ~25 GB/s (1.4 ms).
     n_items, n = st.shape
-    for blk in prange((n + 15) // 16):
-        c0 = blk * 16
-        w = min(n, c0 + 16) - c0
-        t = np.empty(16, np.float32)
-        a = np.zeros(16, np.int64)
-        e = np.zeros(16, np.int64)
-        for c in range(w):
-            y = targets[c0 + c]
-            t[c] = st[y, c0 + c] + bias[y]
-        for j in range(n_items):
+    chunks = 8
+    size = (n_items + chunks - 1) // chunks
+    A = np.zeros((chunks, n), np.int32)
+    E = np.zeros((chunks, n), np.int32)
+    for k in prange(chunks):
+        a, e = A[k], E[k]
+        for j in range(k * size, min(n_items, (k + 1) * size)):
             bj = bias[j]
-            for c in range(w):
-                v = st[j, c0 + c] + bj
-                a[c] += v > t[c]
-                e[c] += v == t[c]
-        for c in range(w):
-            above[c0 + c] = a[c]
-            ties[c0 + c] = e[c]
+            row = st[j]
+            for c in range(n):
+                v = row[c] + bj
+                a[c] += np.int32(v > t[c])
+                e[c] += np.int32(v == t[c])
+    for c in range(n):
+        above[c] = A[:, c].sum()
+        ties[c] = E[:, c].sum()
 
 
 def ranks_from_counts(above: torch.Tensor, ties: torch.Tensor, mode: str) -> torch.Tensor:
@@ -72,7 +73,9 @@ def target_ranks_transposed(st: torch.Tensor, bias: torch.Tensor, targets: torch
     """:func:`target_ranks` of the scores ``st.T + bias`` (CPU, float32, ``st`` contiguous [items, rows])."""
     n = st.shape[1]
     above, ties = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
-    _count_above_transposed(st.numpy(), bias.detach().contiguous().numpy(), targets.numpy().astype(np.int64), above, ties)
+    scores, b, y = st.numpy(), bias.detach().contiguous().numpy(), targets.numpy().astype(np.int64)
+    t = scores[y, np.arange(n)] + b[y]  # the targets' scores, float32 as the kernel computes the others
+    _count_above_transposed(scores, b, t, above, ties)
     return ranks_from_counts(torch.from_numpy(above), torch.from_numpy(ties), mode)
 
 
