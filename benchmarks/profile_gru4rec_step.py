@@ -85,10 +85,11 @@ def main(argv=None):
                (trainer, "cross_entropy", timed("loss", trainer.cross_entropy)),
                (trainer, "bpr_max", timed("loss", trainer.bpr_max)),
                (trainer, "xe_columns", timed("loss", trainer.xe_columns)),
+               (trainer, "bpr_max_columns", timed("loss", trainer.bpr_max_columns)),
                (trainer, "session_parallel_steps", timed_iter("iterator", trainer.session_parallel_steps)),
                (trainer.SampleStore, "next", timed("samples", trainer.SampleStore.next)),
                (AdagradM, "step_rows", timed("item-table update", AdagradM.step_rows)),
-               # with the cross-entropy on the CPU: the output rows' gradient product inside the update
+               # on the CPU: the output rows' gradient product inside the update
                (AdagradM, "step_rows_product", timed("item-table update", AdagradM.step_rows_product)),
                (AdagradM, "step_dense", timed("dense update", AdagradM.step_dense)),
                (AdagradM, "step_dense_product", timed("dense update", AdagradM.step_dense_product)),

@@ -248,3 +248,44 @@ def test_xe_columns_kernel_with_all_threads():
         test_xe_columns_kernel_equals_formula(5, 40, 3, True)
     finally:
         numba.set_num_threads(old)
+
+
+def bpr_max_columns_reference(R, By, Y, bpreg, elu_param):
+    """The direct formula in float64 over R + By[Y]."""
+    R = R.to(torch.float64).requires_grad_()
+    loss = ref_bpr_max(R + By.to(torch.float64)[Y], bpreg, elu_param)
+    (grad,) = torch.autograd.grad(loss, R)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("n,C,chunks", [(6, 15, 2), (6, 15, 4), (2, 2, 2), (3, 3, 5), (5, 40, 3), (80, 2128, 2)])
+@pytest.mark.parametrize("elu_param,bpreg", [(0.0, 0.0), (0.5, 1.95), (1.0, 0.9)])
+def test_bpr_max_columns_kernel_equals_formula(n, C, chunks, elu_param, bpreg):
+    from nextitem.training.kernels import bpr_max_columns
+
+    g = torch.Generator().manual_seed(n * 11 + C)
+    n_items = 30  # fewer items than columns: repeated items, as samples repeat
+    Y = torch.randint(0, n_items, (C,), generator=g)
+    By = torch.randn(n_items, generator=g) * 0.5
+    R = torch.randn(n, C, generator=g) * 2
+    ref_loss, ref_grad = bpr_max_columns_reference(R, By, Y, bpreg, elu_param)
+    RT = R.t().contiguous()
+    loss, gb = bpr_max_columns(RT.numpy(), By.numpy(), Y.numpy(), bpreg, elu_param, EPS, n_chunks=chunks)
+    assert abs(loss - float(ref_loss)) < 1e-5
+    torch.testing.assert_close(RT.t().to(torch.float64), ref_grad, rtol=1e-4, atol=1e-7)  # RT now holds dR^T
+    torch.testing.assert_close(torch.from_numpy(gb).to(torch.float64), ref_grad.sum(0), rtol=1e-4, atol=1e-6)
+
+
+def test_bpr_max_columns_kernel_with_all_threads():
+    """The parallel path (the rest of the suite runs numba on one thread)."""
+    import numba
+
+    from .conftest import DEFAULT_NUMBA_THREADS
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(DEFAULT_NUMBA_THREADS)
+    try:
+        test_bpr_max_columns_kernel_equals_formula(80, 2128, None, 0.5, 1.95)
+        test_bpr_max_columns_kernel_equals_formula(5, 40, 3, 1.0, 0.9)
+    finally:
+        numba.set_num_threads(old)

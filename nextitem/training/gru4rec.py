@@ -37,7 +37,7 @@ from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
 from .losses import EPS, bpr_max, cross_entropy
 from .gru_cell import cell_backward, cell_forward, gru_cell
-from .kernels import keep_freed_memory, xe_columns
+from .kernels import bpr_max_columns, keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
 
@@ -150,23 +150,23 @@ class _Step:
         self.shared = net.mode == "shared"
         self.rng = rng
         cpu32 = net.Wy.device.type == "cpu" and net.Wy.dtype == torch.float32
-        self.xe_kernel = cfg.loss == "cross-entropy" and cpu32
+        # On the CPU both losses run as one kernel over R^T, the layout the score product gives fastest
+        self.columns_kernel = cpu32
         # On the CPU the GRU weights' gradients stay factored (D, X) and AdagradM.step_dense_product
         # applies D @ X block by block where torch has MKL (else it forms the product): the 2.8 MB
         # gradient of each Yoochoose GRU matrix is never written out and read back.
         self.factored = cpu32
         in_cells = {id(p) for cell in net.cells for p in cell.parameters()}
         self.autograd_dense = [p for p in dense if id(p) not in in_cells] if self.factored else list(dense)
-        self.log_counts_np = log_counts.numpy() if self.xe_kernel and log_counts is not None else None
+        self.log_counts_np = log_counts.numpy() if cpu32 and log_counts is not None else None
         # The GRU stack run directly through its kernels, without autograd: the same operations, less
         # per-step bookkeeping (the one-hot input layer of embedding mode "none" keeps autograd).
         self.direct = self.factored and net.onehot is None
-        # With the cross-entropy kernel's dR^T at hand, the output rows' gradient dR^T h is never
-        # formed: AdagradM.step_rows_product sums dR^T's rows per item, multiplies 32 items at a time
-        # and updates them in cache, which takes 4 MB off a Yoochoose step's ~27 MB footprint (lockstep
-        # -4.0% and -5.6%). BPR-max's dR comes by rows and would need a transposed copy: RetailRocket
-        # was no faster (+3.5%, +0.4%), so it keeps the formed product.
-        self.rows_product = self.xe_kernel
+        # With the loss kernel's dR^T at hand, the output rows' gradient dR^T h is never formed:
+        # AdagradM.step_rows_product sums dR^T's rows per item, multiplies 32 items at a time and
+        # updates them in cache, which takes 4 MB off a Yoochoose step's ~27 MB footprint (lockstep
+        # -4.0% and -5.6%).
+        self.rows_product = self.columns_kernel
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -205,10 +205,14 @@ class _Step:
             # AMD CPU with the 2,000-row side first, so R (for the cross-entropy) and dh = dR O are
             # computed as transposes, (O h^T)^T and (O^T dR^T)^T; the BPR-max kernel reads rows of R,
             # where a transposed R would cost it a copy. Yoochoose 8.9 -> 8.5 ms per step.
-            if self.xe_kernel:  # biases, logQ, softmax, loss and dR in one kernel, on R^T in place
+            if self.columns_kernel:  # biases, (logQ,) the loss and dR in one kernel, on R^T in place
                 RT = torch.mm(O, hd.t())
-                loss, gb = xe_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), n, self.log_counts_np,
-                                      cfg.sample_alpha, cfg.logq, EPS)
+                if cfg.loss == "cross-entropy":
+                    loss, gb = xe_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), n, self.log_counts_np,
+                                          cfg.sample_alpha, cfg.logq, EPS)
+                else:
+                    loss, gb = bpr_max_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), cfg.bpreg,
+                                               cfg.elu_param, EPS)
                 loss, gb, dR = torch.tensor(loss, dtype=torch.float64), torch.from_numpy(gb), RT.t()
             else:
                 loss, dR = self.scores_and_loss(O, hd, Y, n)

@@ -149,80 +149,121 @@ def _exp_into(x, out, pow2):  # pragma: no cover - compiled
         out[j] *= scale[j]
 
 
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _bpr_row_sums(e, s, sig):  # pragma: no cover - compiled
-    # float64 sums of float32 terms; reassociation lets LLVM vectorize them.
-    Z = A = B = Q = 0.0
-    for j in range(e.shape[0]):
-        ej, sj, gj = np.float64(e[j]), np.float64(s[j]), np.float64(sig[j])
-        Z += ej
-        A += ej * gj
-        B += ej * gj * gj
-        Q += ej * sj * sj
-    return Z, A, B, Q
-
-
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})  # fused multiply-adds
-def _bpr_max_rows(R, bpreg, alpha, G, E, row_loss, eps):  # pragma: no cover - compiled
-    # A few flat passes over a row (each vectorized by LLVM) instead of ~20 whole-matrix ops. The
-    # exps run in float32 (float64 ones doubled the time), the row sums in float64.
-    n, C = R.shape
-    one, zero = np.float32(1.0), np.float32(0.0)
-    for i in prange(n):
-        pow2 = np.empty(C, dtype=np.int32)
-        if alpha > 0:  # ELU'd scores into G's row (used as scratch): max(r, 0) + alpha * (exp(min(r, 0)) - 1)
-            for j in range(C):
-                G[i, j] = min(R[i, j], zero)
-            _exp_into(G[i], E[i], pow2)
-            for j in range(C):
-                G[i, j] = max(R[i, j], zero) + alpha * (E[i, j] - one)
-        else:
-            for j in range(C):
-                G[i, j] = R[i, j]
-        m = np.float32(-np.inf)
-        for j in range(C):
-            m = max(m, G[i, j])
-        rt = G[i, i]
-        c = np.exp(min(m - rt, np.float32(80.0)))  # bounded so that e * c cannot overflow
-        for j in range(C):
-            E[i, j] = G[i, j] - m
-        _exp_into(E[i], E[i], pow2)  # softmax weights over the negatives: the target's is 0
-        E[i, i] = zero
-        sig = pow2.view(np.float32)  # the scratch row, reused
-        for j in range(C):
-            sig[j] = one / (one + E[i, j] * c)  # sigmoid(r_t - s_j)
-        Z, A, B, Q = _bpr_row_sums(E[i], G[i], sig)
-        A /= Z
-        B /= Z
-        Q /= Z
+def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums, row_loss):  # pragma: no cover - compiled
+    # The scores come transposed, as in _xe_columns: row j of RT is column j of R for the whole batch,
+    # so every loop runs over contiguous memory and vectorizes (exps included), and the product
+    # before and the two after take the faster layout. The columns are split into one chunk per
+    # thread; each chunk keeps its own row maxima and (float64) row sums, merged between the passes.
+    # RT ends as d mean loss / dR, transposed; ET and SG are scratch (softmax weights, sigmoids).
+    C, n = RT.shape
+    T = part_m.shape[0]
+    size = (C + T - 1) // T
+    one, zero, two = np.float32(1.0), np.float32(0.0), np.float32(2.0)
+    for t in prange(T):  # 1: biases added, ELU taken (in place); row maxima
+        lo, hi = t * size, min(C, (t + 1) * size)
+        m = part_m[t]
+        pow2 = np.empty(n, dtype=np.int32)
+        for i in range(n):
+            m[i] = -np.inf
+        for j in range(lo, hi):
+            shift = By[Y[j]]
+            s, a = RT[j], ET[j]
+            for i in range(n):
+                s[i] += shift
+            if alpha > 0:  # max(r, 0) + alpha * (exp(min(r, 0)) - 1)
+                for i in range(n):
+                    a[i] = min(s[i], zero)
+                _exp_into(a, a, pow2)
+                for i in range(n):
+                    s[i] = max(s[i], zero) + alpha * (a[i] - one)
+            for i in range(n):
+                m[i] = max(m[i], s[i])
+    M = np.empty(n, dtype=np.float32)
+    c = np.empty(n, dtype=np.float32)
+    rt = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        mi = part_m[0, i]
+        for t in range(1, T):
+            mi = max(mi, part_m[t, i])
+        M[i] = mi
+        rt[i] = RT[i, i]
+        c[i] = np.exp(min(M[i] - rt[i], np.float32(80.0)))  # bounded so that e * c cannot overflow
+    for t in prange(T):  # 2: softmax weights over the negatives, sigmoid(r_i - s_j), row sums
+        lo, hi = t * size, min(C, (t + 1) * size)
+        Z, A, B, Q = part_sums[t, 0], part_sums[t, 1], part_sums[t, 2], part_sums[t, 3]
+        for i in range(n):
+            Z[i] = A[i] = B[i] = Q[i] = 0.0
+        pow2 = np.empty(n, dtype=np.int32)
+        for j in range(lo, hi):
+            s, e, sig = RT[j], ET[j], SG[j]
+            for i in range(n):
+                e[i] = s[i] - M[i]
+            _exp_into(e, e, pow2)
+            if j < n:
+                e[j] = zero  # the target is not its own negative
+            for i in range(n):
+                sg = one / (one + e[i] * c[i])
+                sig[i] = sg
+                ei, si, sgi = np.float64(e[i]), np.float64(s[i]), np.float64(sg)
+                Z[i] += ei
+                A[i] += ei * sgi
+                B[i] += ei * sgi * sgi
+                Q[i] += ei * si * si
+    k_sig = np.empty(n, dtype=np.float32)
+    k_reg = np.empty(n, dtype=np.float32)
+    k_0 = np.empty(n, dtype=np.float32)
+    d = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        Z = A = B = Q = 0.0
+        for t in range(T):
+            Z += part_sums[t, 0, i]
+            A += part_sums[t, 1, i]
+            B += part_sums[t, 2, i]
+            Q += part_sums[t, 3, i]
+        A, B, Q = A / Z, B / Z, Q / Z
         row_loss[i] = bpreg * Q - np.log(A + eps)
         inv = 1.0 / (A + eps)
-        k_sig = np.float32(-inv / (Z * n))
-        k_reg = np.float32(bpreg / (Z * n))
-        k_0 = np.float32((A * inv - bpreg * Q) / (Z * n))
-        for j in range(C):  # d loss / dR: through the softmax and sigmoids, then ELU's slope
-            s = G[i, j]
-            sg = sig[j]
-            g = E[i, j] * (sg * sg * k_sig + (s * s + np.float32(2.0) * s) * k_reg + k_0)
-            if alpha > 0:
-                g *= one if R[i, j] > 0 else s + alpha  # alpha * exp(r) = s + alpha
-            G[i, j] = g
-        d = np.float32(-inv * (A - B) / n)  # the target's own column
-        if alpha > 0 and R[i, i] <= 0:
-            d *= rt + alpha
-        G[i, i] = d
+        k_sig[i] = -inv / (Z * n)
+        k_reg[i] = bpreg / (Z * n)
+        k_0[i] = (A * inv - bpreg * Q) / (Z * n)
+        dt = -inv * (A - B) / n  # the target's own column
+        if alpha > 0 and rt[i] <= 0:  # ELU's slope there: alpha * exp(r) = s + alpha
+            dt *= rt[i] + alpha
+        d[i] = dt
+    for t in prange(T):  # 3: d loss / dR through the softmax and sigmoids, then ELU's slope
+        lo, hi = t * size, min(C, (t + 1) * size)
+        for j in range(lo, hi):
+            s, e, sig = RT[j], ET[j], SG[j]
+            for i in range(n):
+                si, sg = s[i], sig[i]
+                g = e[i] * (sg * sg * k_sig[i] + (si * si + two * si) * k_reg[i] + k_0[i])
+                if alpha > 0:
+                    g *= one if si > 0 else si + alpha
+                s[i] = g
+            if j < n:
+                s[j] = d[j]
+            total = np.float32(0.0)
+            for i in range(n):
+                total += s[i]
+            gb[j] = total
 
 
-def bpr_max_rows(R: np.ndarray, bpreg: float, elu_param: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
-    """BPR-max over the rows of a float32 score matrix in one fused kernel (see losses.bpr_max).
+def bpr_max_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, bpreg: float, elu_param: float, eps: float,
+                    n_chunks: int | None = None) -> tuple[float, np.ndarray]:
+    """BPR-max (see losses.bpr_max) over the columns of R, given transposed: RT [C, n], float32.
 
-    Returns (per-row losses, d mean loss / dR). Sums are kept in float64.
+    Column j's score is shifted by By[Y[j]]; row i's target is column i. Overwrites RT with
+    d mean loss / d R, transposed; returns (mean loss, its gradient to the biases of the C columns).
+    The columns are split into ``n_chunks`` (default: one per thread).
     """
-    G = np.empty_like(R)
-    E = np.empty_like(R)
-    row_loss = np.empty(R.shape[0], dtype=np.float64)
-    _bpr_max_rows(R, np.float32(bpreg), np.float32(elu_param), G, E, row_loss, np.float64(eps))
-    return row_loss, G
+    C, n = RT.shape
+    T = max(1, min(n_chunks or get_num_threads(), C))
+    gb = np.empty(C, dtype=np.float32)
+    row_loss = np.empty(n, dtype=np.float64)
+    _bpr_max_columns(RT, By, Y, np.float32(bpreg), np.float32(elu_param), np.float64(eps), np.empty_like(RT),
+                     np.empty_like(RT), gb, np.empty((T, n), dtype=np.float32), np.empty((T, 4, n)), row_loss)
+    return float(row_loss.sum() / n), gb
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
