@@ -5,11 +5,11 @@ One step, for slots with input items x and target items y:
      directly, _Step.gru_forward / gru_backward; elsewhere autograd with one node per GRU cell,
      gru_cell.py, plus dropout);
   2. the output rows O = Wy[Y], b = By[Y] for the columns Y = [y ; shared samples] score
-     R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py; on the CPU the
-     cross-entropy is one kernel, kernels.xe_columns);
+     R = h O^T + b, and the loss and dR come from closed-form formulas (losses.py; on the CPU each
+     loss is one kernel over R^T, kernels.xe_columns and kernels.bpr_max_columns);
   3. the item tables are updated on the touched rows only (duplicate rows summed first, one fused
-     kernel on the CPU; with the cross-entropy there the output rows' gradient dR^T h is formed
-     inside that kernel, a block of rows at a time: AdagradM.step_rows_product); the GRU weights
+     kernel on the CPU; there the output rows' gradient dR^T h is formed inside that kernel, a
+     block of rows at a time: AdagradM.step_rows_product); the GRU weights
      get the dense update (on the CPU from their gradients' factors, never formed:
      AdagradM.step_dense_product).
 The per-step cost on a CPU is dominated by framework overhead and memory traffic, not arithmetic,
@@ -202,9 +202,9 @@ class _Step:
             # writing lines both cores have just read is slow here. Lockstep: 7.80 -> 7.59 and 7.74 -> 7.62 ms median.
             O = torch.index_select(net.Wy.detach(), 0, Y, out=self._rows("O", C, hd))
             # Scores R = h O^T + b. The thin products run 10-20% faster in torch's MKL on this 2-core
-            # AMD CPU with the 2,000-row side first, so R (for the cross-entropy) and dh = dR O are
-            # computed as transposes, (O h^T)^T and (O^T dR^T)^T; the BPR-max kernel reads rows of R,
-            # where a transposed R would cost it a copy. Yoochoose 8.9 -> 8.5 ms per step.
+            # AMD CPU with the 2,000-row side first, so R and dh = dR O are computed as transposes,
+            # (O h^T)^T and (O^T dR^T)^T, and the CPU's loss kernels work on R^T. Yoochoose 8.9 -> 8.5
+            # ms per step; RetailRocket's BPR-max moved from rows of R to R^T later (-6%, -8%).
             if self.columns_kernel:  # biases, (logQ,) the loss and dR in one kernel, on R^T in place
                 RT = torch.mm(O, hd.t())
                 if cfg.loss == "cross-entropy":
