@@ -37,7 +37,7 @@ from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
 from .losses import EPS, bpr_max, cross_entropy
 from .gru_cell import cell_backward, cell_forward, gru_cell
-from .kernels import bpr_max_columns, keep_freed_memory, xe_columns
+from .kernels import bpr_max_columns, gather_rows, keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
 
@@ -200,7 +200,11 @@ class _Step:
             # gW over O (one buffer, 4 MB less through the cache) made that product 0.55 or 1.15 ms per
             # Yoochoose step depending on the run, against a steady 0.75 into a buffer of its own:
             # writing lines both cores have just read is slow here. Lockstep: 7.80 -> 7.59 and 7.74 -> 7.62 ms median.
-            O = torch.index_select(net.Wy.detach(), 0, Y, out=self._rows("O", C, hd))
+            O = self._rows("O", C, hd)
+            if self.columns_kernel:
+                gather_rows(net.Wy.detach().numpy(), Y.numpy(), O.numpy())
+            else:
+                torch.index_select(net.Wy.detach(), 0, Y, out=O)
             # Scores R = h O^T + b. The thin products run 10-20% faster in torch's MKL on this 2-core
             # AMD CPU with the 2,000-row side first, so R and dh = dR O are computed as transposes,
             # (O h^T)^T and (O^T dR^T)^T, and the CPU's loss kernels work on R^T. Yoochoose 8.9 -> 8.5
