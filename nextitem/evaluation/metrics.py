@@ -52,9 +52,13 @@ def _count_above_transposed(st, bias, t, above, ties):  # pragma: no cover - com
                 v = row[c] + bj
                 a[c] += np.int32(v > t[c])
                 e[c] += np.int32(v == t[c])
-    for c in range(n):
-        above[c] = A[:, c].sum()
-        ties[c] = E[:, c].sum()
+    for c in range(n):  # plain loops: a sum over each column slice cost ~1 us apiece here
+        a_c = e_c = 0
+        for k in range(chunks):
+            a_c += A[k, c]
+            e_c += E[k, c]
+        above[c] = a_c
+        ties[c] = e_c
 
 
 def ranks_from_counts(above: torch.Tensor, ties: torch.Tensor, mode: str) -> torch.Tensor:

@@ -44,7 +44,7 @@ def bpr_max(R: torch.Tensor, bpreg: float, elu_param: float) -> tuple[torch.Tens
     # on the CPU, one fused kernel with vectorized exps (~0.35 ms against 1.16 ms for the torch ops
     # below on RetailRocket's 80 x 2,128); training hands it R^T directly, here R is transposed first
     if R.device.type == "cpu" and R.dtype == torch.float32:
-        RT = R.t().contiguous()  # the kernel takes columns (training hands it R^T as the product gives it)
+        RT = R.t().contiguous()
         C = R.shape[1]
         loss, _ = bpr_max_columns(RT.numpy(), np.zeros(C, dtype=np.float32), np.arange(C), bpreg, elu_param, EPS)
         return torch.tensor(loss, dtype=R.dtype), RT.t().contiguous()
