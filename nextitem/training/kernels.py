@@ -149,12 +149,29 @@ def _exp_into(x, out, pow2):  # pragma: no cover - compiled
         out[j] *= scale[j]
 
 
+# ---- The two losses over R^T (xe_columns, bpr_max_columns) split the C columns into one chunk per
+# thread; each chunk keeps its own per-row maxima and sums, merged between the parallel passes.
+
+def _n_chunks(n_chunks: int | None, C: int) -> int:
+    """The number of column chunks: ``n_chunks`` (default: one per thread), at most one per column."""
+    return max(1, min(n_chunks or get_num_threads(), C))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _max_over_chunks(part_m):  # pragma: no cover - compiled
+    """Per row (column of ``part_m``) the maximum over the chunks (its rows)."""
+    M = part_m[0].copy()
+    for t in range(1, part_m.shape[0]):
+        for i in range(M.shape[0]):
+            M[i] = max(M[i], part_m[t, i])
+    return M
+
+
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})  # fused multiply-adds
 def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums, row_loss):  # pragma: no cover - compiled
     # The scores come transposed, as in _xe_columns: row j of RT is column j of R for the whole batch,
     # so every loop runs over contiguous memory and vectorizes (exps included), and the product
-    # before and the two after take the faster layout. The columns are split into one chunk per
-    # thread; each chunk keeps its own row maxima and (float64) row sums, merged between the passes.
+    # before and the two after take the faster layout. The chunks' row sums are float64.
     # RT ends as d mean loss / dR, transposed; ET and SG are scratch (softmax weights, sigmoids).
     C, n = RT.shape
     T = part_m.shape[0]
@@ -179,14 +196,10 @@ def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums
                     s[i] = max(s[i], zero) + alpha * (a[i] - one)
             for i in range(n):
                 m[i] = max(m[i], s[i])
-    M = np.empty(n, dtype=np.float32)
+    M = _max_over_chunks(part_m)
     c = np.empty(n, dtype=np.float32)
     rt = np.empty(n, dtype=np.float32)
     for i in range(n):
-        mi = part_m[0, i]
-        for t in range(1, T):
-            mi = max(mi, part_m[t, i])
-        M[i] = mi
         rt[i] = RT[i, i]
         c[i] = np.exp(min(M[i] - rt[i], np.float32(80.0)))  # bounded so that e * c cannot overflow
     for t in prange(T):  # 2: softmax weights over the negatives, sigmoid(r_i - s_j), row sums
@@ -258,7 +271,7 @@ def bpr_max_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, bpreg: float,
     The columns are split into ``n_chunks`` (default: one per thread).
     """
     C, n = RT.shape
-    T = max(1, min(n_chunks or get_num_threads(), C))
+    T = _n_chunks(n_chunks, C)
     gb = np.empty(C, dtype=np.float32)
     row_loss = np.empty(n, dtype=np.float64)
     _bpr_max_columns(RT, By, Y, np.float32(bpreg), np.float32(elu_param), np.float64(eps), np.empty_like(RT),
@@ -298,10 +311,7 @@ def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, gb, part_m, part_
             _exp_into(RT[j], RT[j], pow2)
             for i in range(n):
                 s[i] += RT[j, i]
-    M = np.full(n, -np.inf)
-    for t in range(T):
-        for i in range(n):
-            M[i] = max(M[i], part_m[t, i])
+    M = _max_over_chunks(part_m)
     S = np.zeros(n)
     for t in range(T):
         for i in range(n):
@@ -341,7 +351,7 @@ def xe_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, n_in: int, log_cou
     The columns are split into ``n_chunks`` (default: one per thread).
     """
     gb = np.empty(RT.shape[0], dtype=np.float32)
-    T = max(1, min(n_chunks or get_num_threads(), RT.shape[0]))
+    T = _n_chunks(n_chunks, RT.shape[0])
     part_m, part_s = np.empty((T, RT.shape[1])), np.empty((T, RT.shape[1]))
     lc = log_counts if log_counts is not None else np.zeros(0, dtype=np.float32)
     loss = _xe_columns(RT, By, Y, lc, n_in, np.float32(alpha), np.float32(logq if log_counts is not None else 0.0),
