@@ -53,15 +53,35 @@ def adagrad_reference(p, g, state, lr, mu, rows=None):
 def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkeypatch):
     """factored: the CPU kernels with the GRU weight gradients as factors (MKL); formed: the same with
     the gradients formed (torch without MKL); torch ops: float64, which takes the ops a GPU runs."""
+    check_against_reference(mode, loss, momentum, path, [8, 10] if mode != "none" else [10, 8], monkeypatch)
+
+
+@pytest.mark.parametrize("loss,momentum", [("cross-entropy", 0.0), ("cross-entropy", 0.3), ("bpr-max", 0.4)])
+def test_one_native_call_step_equals_autograd_reference(loss, momentum, monkeypatch):
+    """One GRU layer with the shared embedding (every official best setting) runs as one native call
+    on the CPU (kernels.fused_step)."""
+    import nextitem.training.gru4rec as trainer
+    from nextitem.training.kernels import HAVE_BLOCK_GEMM
+
+    if not HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL: no native step")
+    calls = []
+    real = trainer.fused_step
+    monkeypatch.setattr(trainer, "fused_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    check_against_reference("shared", loss, momentum, "native", [10], monkeypatch)
+    assert len(calls) == 3
+
+
+def check_against_reference(mode, loss, momentum, path, layers, monkeypatch):
     import nextitem.training.optim as optim
 
-    if path == "factored" and not optim.HAVE_BLOCK_GEMM:
+    if path in ("factored", "native") and not optim.HAVE_BLOCK_GEMM:
         pytest.skip("torch without MKL: the GRU weight gradients are always formed")
-    monkeypatch.setattr(optim, "HAVE_BLOCK_GEMM", path == "factored")
+    monkeypatch.setattr(optim, "HAVE_BLOCK_GEMM", path in ("factored", "native"))
     dtype = torch.float64 if path == "torch ops" else torch.float32
     kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6),
           "none": dict(constrained_embedding=False, embedding=0)}[mode]
-    cfg = GRU4RecConfig(layers=[8, 10] if mode != "none" else [10, 8], loss=loss, momentum=momentum,
+    cfg = GRU4RecConfig(layers=layers, loss=loss, momentum=momentum,
                         learning_rate=0.1, logq=1.0 if loss == "cross-entropy" else 0.0, sample_alpha=0.5,
                         elu_param=0.5, bpreg=1.5, **kw)
     torch.manual_seed(0)
@@ -75,6 +95,7 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
     dense = net.dense_parameters()
     opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
     step = _Step(net, opt, dense, cfg, torch.log(counts) if cfg.logq else None, np.random.default_rng(0))
+    assert step.fused == (path == "native")
     # float64 takes autograd's weight gradients and the torch-op loss, as a GPU does
     assert step.factored == (dtype == torch.float32)
     assert step.columns_kernel == (dtype == torch.float32)
@@ -114,8 +135,72 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} after step {it}")
         for a, b in zip(H, H_ref):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert bool(blocked) == (path == "factored")
+    assert bool(blocked) == (path == "factored")  # the native step calls the block kernels directly
     assert bool(row_blocks) == (path == "factored")
+
+
+@pytest.mark.parametrize("loss,momentum,p_embed,p_hidden", [("cross-entropy", 0.0, 0.0, 0.4),
+                                                            ("cross-entropy", 0.3, 0.3, 0.0),
+                                                            ("bpr-max", 0.4, 0.3, 0.4)])
+def test_native_step_is_bit_identical_to_the_direct_path(loss, momentum, p_embed, p_hidden):
+    """The one-call step repeats the direct path's operations in its layouts: with dropout, momentum,
+    a batch that shrinks and carried states in both layouts, the losses, every parameter, the
+    optimizer state and the carried state come out bit-identical."""
+    from nextitem.training.kernels import HAVE_BLOCK_GEMM
+
+    if not HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL: no native step")
+    cfg = GRU4RecConfig(layers=[10], loss=loss, momentum=momentum, learning_rate=0.1, logq=1.0, sample_alpha=0.5,
+                        elu_param=0.5, bpreg=1.5, dropout_p_embed=p_embed, dropout_p_hidden=p_hidden)
+    counts = torch.randint(1, 50, (N_ITEMS,)).float()
+    runs = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        net = GRU4RecNet(cfg, N_ITEMS)
+        with torch.no_grad():
+            net.By.normal_()
+        dense = net.dense_parameters()
+        opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
+        step = _Step(net, opt, dense, cfg, torch.log(counts), np.random.default_rng(0))
+        assert step.fused
+        step.fused = fused
+        g = torch.Generator().manual_seed(1)
+        H = net.init_hidden(6)
+        losses = []
+        for it in range(6):
+            if it == 3:  # as the iterator does between rounds: reset a slot, then drop two
+                H[:] = [h.index_fill(0, torch.tensor([1]), 0.0).index_select(0, torch.tensor([0, 1, 3, 4])) for h in H]
+            n = len(H[0])
+            x, y = torch.randint(0, N_ITEMS, (n,), generator=g), torch.randint(0, N_ITEMS, (n,), generator=g)
+            x[0] = y[1]
+            losses.append(float(step(x, y, torch.randint(0, N_ITEMS, (9,), generator=g), H)))
+        runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()},
+                     {k: v.clone() for k, v in opt.state_dict().items()}, [h.clone() for h in H]))
+    (l1, s1, o1, h1), (l2, s2, o2, h2) = runs
+    assert l1 == l2
+    for k in s1:
+        assert torch.equal(s1[k], s2[k]), k
+    for k in o1:
+        assert torch.equal(o1[k], o2[k]), k
+    assert all(torch.equal(a, b) for a, b in zip(h1, h2))
+
+
+@pytest.mark.parametrize("a_t", [False, True])
+@pytest.mark.parametrize("b_t", [False, True])
+def test_native_matmul_is_torch_mm(a_t, b_t):
+    """The native step's products make torch.mm's BLAS call: equal to the last bit."""
+    from nextitem.training.kernels import HAVE_BLOCK_GEMM, matmul
+
+    if not HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL")
+    g = np.random.default_rng(0)
+    M, K, N = 67, 45, 9
+    A = g.standard_normal((K, M) if a_t else (M, K)).astype(np.float32)
+    B = g.standard_normal((N, K) if b_t else (K, N)).astype(np.float32)
+    ref = torch.mm(torch.from_numpy(A).t() if a_t else torch.from_numpy(A),
+                   torch.from_numpy(B).t() if b_t else torch.from_numpy(B)).numpy()
+    assert np.array_equal(matmul(A, a_t, B, b_t), ref)
+    np.testing.assert_allclose(ref, (A.T if a_t else A).astype(np.float64) @ (B.T if b_t else B), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["shared", "separate"])
@@ -159,3 +244,12 @@ def test_direct_path_is_off_for_onehot_input_and_float64():
     net64 = GRU4RecNet(GRU4RecConfig(layers=[8]), N_ITEMS).double()
     opt = AdagradM(net64.dense_parameters(), net64.sparse_parameters(), 0.1)
     assert not _Step(net64, opt, net64.dense_parameters(), net64.config, None, np.random.default_rng(0)).direct
+
+
+@pytest.mark.parametrize("kw", [dict(layers=[8, 8]), dict(layers=[8], constrained_embedding=False, embedding=6)])
+def test_native_step_is_off_for_stacks_and_separate_embeddings(kw):
+    cfg = GRU4RecConfig(**kw)
+    net = GRU4RecNet(cfg, N_ITEMS)
+    opt = AdagradM(net.dense_parameters(), net.sparse_parameters(), 0.1)
+    step = _Step(net, opt, net.dense_parameters(), cfg, None, np.random.default_rng(0))
+    assert step.direct and not step.fused

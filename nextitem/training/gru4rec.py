@@ -37,7 +37,7 @@ from ..data.io import atomic_write
 from ..models.gru4rec import session_parallel_steps
 from .losses import EPS, bpr_max, cross_entropy
 from .gru_cell import cell_backward, cell_forward, gru_cell
-from .kernels import bpr_max_columns, gather_rows, keep_freed_memory, xe_columns
+from .kernels import HAVE_BLOCK_GEMM, bpr_max_columns, fused_step, gather_rows, keep_freed_memory, xe_columns
 from .optim import AdagradM
 from .sampler import SampleStore
 
@@ -77,7 +77,8 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
             bar = tqdm(total=data.n_predictions(), desc=f"epoch {epoch}", unit="ev", leave=False, mininterval=1.0)
         t0 = time.perf_counter()
         H = net.init_hidden(min(cfg.batch_size, data.n_sessions), device)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)  # on the GPU: no sync per step
+        # on the GPU a tensor (no sync per step); on the CPU a float, or a tensor where the step returns one
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device) if device.type != "cpu" else 0.0
         n_batches = n_events = 0
         for x, y in session_parallel_steps(data, cfg.batch_size, H, min_slots):
             loss_sum += run_step(x, y, store.next(), H)
@@ -166,6 +167,9 @@ class _Step:
         # The GRU stack run directly through its kernels, without autograd: the same operations, less
         # per-step bookkeeping (the one-hot input layer of embedding mode "none" keeps autograd).
         self.direct = self.factored and net.onehot is None
+        # The common case (every official best setting) as one native call: kernels.fused_step.
+        self.fused = self.direct and self.shared and len(net.cells) == 1 and HAVE_BLOCK_GEMM
+        self._fused_arrays = None
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -178,7 +182,9 @@ class _Step:
         keep = self.rng.random(x.shape, dtype=np.float32) >= p
         return torch.from_numpy(keep * np.float32(1.0 / (1.0 - p)))
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor, H: list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor, H: list[torch.Tensor]) -> torch.Tensor | float:
+        if self.fused:
+            return self.fused_call(x, y, samples, H)
         net, cfg, opt = self.net, self.cfg, self.opt
         n = len(x)
         table = net.input_table
@@ -245,6 +251,39 @@ class _Step:
                 opt.step_dense_product(w_hh, D_hh, X_hh)
                 opt.step_dense(list(g_biases), [b_ih, b_hh])
         return loss
+
+    def fused_call(self, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor, H: list[torch.Tensor]) -> float:
+        """The step as one native call (kernels.fused_step). The dropouts' uniforms are drawn here, in
+        gru_forward's order, so the masks equal that path's. Returns the loss as a float."""
+        cfg = self.cfg
+        n, L = len(x), self.net.Wy.shape[1]
+        none = np.zeros((0, L), dtype=np.float32)
+        emb_u = self.rng.random((n, L), dtype=np.float32) if cfg.dropout_p_embed > 0 else none
+        hid_u = self.rng.random((n, L), dtype=np.float32) if cfg.dropout_p_hidden > 0 else none
+        Y = np.concatenate((y.numpy(), samples.numpy())) if len(samples) else y.numpy()
+        O = self._rows("O", len(Y), self.net.Wy).numpy()
+        lc = self.log_counts_np if self.log_counts_np is not None else np.zeros(0, dtype=np.float32)
+        loss, hT = fused_step(self.fused_arrays(), x.numpy(), Y, H[0].numpy(), emb_u, cfg.dropout_p_embed, hid_u,
+                              cfg.dropout_p_hidden, O, cfg.loss, lc, cfg.sample_alpha,
+                              cfg.logq if self.log_counts_np is not None else 0.0, cfg.bpreg, cfg.elu_param, EPS,
+                              self.opt.lr, self.opt.momentum, self.opt.eps, self.opt.mom is not None)
+        H[0] = torch.from_numpy(hT).t()  # transposed, as the other path leaves it
+        return loss
+
+    def fused_arrays(self) -> tuple:
+        """numpy views of the weights and optimizer state fused_step updates (made once: parameters
+        and optimizer state are only ever updated in place, loading included)."""
+        if self._fused_arrays is None:
+            net, opt = self.net, self.opt
+            cell = net.cells[0]
+            tables = [net.Wy, net.By]
+            dense = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
+            sparse = [opt._sparse_state(p) for p in tables]
+            accs = [opt.acc[opt._index[id(p)]] for p in dense]
+            moms = [opt.mom[opt._index[id(p)]] for p in dense] if opt.mom is not None else accs
+            arrays = tables + [a for a, _ in sparse] + [m if m is not None else a for a, m in sparse] + dense + accs + moms
+            self._fused_arrays = tuple(t.detach().numpy() for t in arrays)
+        return self._fused_arrays
 
     def gru_forward(self, x_rows: torch.Tensor, H: list[torch.Tensor]):
         """net.step through gru_cell.cell_forward, without autograd (CPU, float32, not mode "none").

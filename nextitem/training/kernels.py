@@ -716,3 +716,158 @@ def gather_rows(W, idx, out):  # pragma: no cover - compiled
     (360 against 475 us for Yoochoose's 2,096 rows of 480, cold)."""
     for k in prange(idx.shape[0]):
         out[k, :] = W[idx[k], :]
+
+
+# ---- One whole CPU training step as one native call (shared embedding, one GRU layer) ------------
+# Measured on Yoochoose and RetailRocket, the step's kernels and products left 1.2 ms per step
+# (15-21%) to the ~100 Python-level calls around them (the interpreter, torch dispatch, wrappers),
+# during which the second core waits. Here the same kernels and products run from one compiled
+# function; the Python side only draws the dropout masks (numpy's generator, so the masks equal the
+# other path's) and hands over views of the weights.
+
+@njit(cache=True, nogil=True, inline="always")
+def _mm(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
+    """C [M, N] = op(A) @ op(B) for C-contiguous float32 arrays, op(X) = X.T when ``a_t`` / ``b_t``:
+    the sgemm_ call torch.mm makes for these layouts (C^T = op(B)^T op(A)^T, column-major), on MKL's
+    own threads."""
+    M, N = C.shape
+    K = A.shape[0] if a_t else A.shape[1]
+    ints = np.empty(6, dtype=np.int32)
+    ints[0], ints[1], ints[2] = N, M, K
+    ints[3] = K if b_t else N  # B's row length
+    ints[4] = M if a_t else K  # A's row length
+    ints[5] = N
+    scal = np.empty(2, dtype=np.float32)
+    scal[0], scal[1] = 1.0, 0.0
+    trans = np.empty(2, dtype=np.uint8)
+    trans[0] = 84 if b_t else 78  # 'T' / 'N'
+    trans[1] = 84 if a_t else 78
+    _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
+               ints[2:].ctypes.data, scal.ctypes.data, B.ctypes.data, ints[3:].ctypes.data, A.ctypes.data,
+               ints[4:].ctypes.data, scal[1:].ctypes.data, C.ctypes.data, ints[5:].ctypes.data)
+
+
+def fused_step(arrays: tuple, x: np.ndarray, Y: np.ndarray, h_prev: np.ndarray, emb_u: np.ndarray, p_embed: float,
+               hid_u: np.ndarray, p_hidden: float, O: np.ndarray, loss: str, log_counts: np.ndarray, alpha: float,
+               logq: float, bpreg: float, elu_param: float, loss_eps: float, lr: float, momentum: float, eps: float,
+               use_mom: bool) -> tuple[float, np.ndarray]:
+    """One GRU4Rec training step (shared embedding, one GRU layer, float32 CPU) in one native call.
+
+    ``arrays`` = (Wy, By, acc_Wy, acc_By, mom_Wy, mom_By, W_ih, W_hh, b_ih, b_hh, their four
+    accumulators, their four momenta), all updated in place (without momentum, pass the
+    accumulators for the momenta). ``x`` input items [n], ``Y`` column items [C] (targets first),
+    ``h_prev`` the carried state [n, L] (any layout), ``emb_u`` / ``hid_u`` the uniform draws of the
+    two dropouts [n, L] (float32; empty: no dropout), ``O`` scratch of >= C rows. Returns
+    (mean loss, new state [L, n]: the state transposed).
+    """
+    h_t = not h_prev.flags.c_contiguous and h_prev.T.flags.c_contiguous
+    h_mem = h_prev.T if h_t else np.ascontiguousarray(h_prev)
+    xe = loss == "cross-entropy"
+    value, row_loss, hT = _fused_step(
+        _SGEMM, _MKL_LOCAL_THREADS, xe, *arrays, x, Y, h_mem, h_t, emb_u, np.float32(p_embed),
+        np.float32(1.0 / (1.0 - p_embed)), hid_u, np.float32(p_hidden), np.float32(1.0 / (1.0 - p_hidden)), O, log_counts,
+        np.float32(alpha), np.float32(logq), np.float32(bpreg), np.float32(elu_param), np.float64(loss_eps),
+        np.float32(lr), np.float32(momentum), np.float32(eps), use_mom, _n_chunks(None, len(Y)))
+    return (value if xe else float(row_loss.sum() / len(x))), hT
+
+
+def matmul(A: np.ndarray, a_t: bool, B: np.ndarray, b_t: bool) -> np.ndarray:
+    """op(A) @ op(B) through :func:`_mm` (for tests; needs :data:`HAVE_BLOCK_GEMM`)."""
+    _check_blas_layout("matmul", A=A, B=B)
+    M = A.shape[1] if a_t else A.shape[0]
+    N = B.shape[0] if b_t else B.shape[1]
+    C = np.empty((M, N), dtype=np.float32)
+    _matmul(_SGEMM, C, A, a_t, B, b_t)
+    return C
+
+
+@njit(cache=True, nogil=True)
+def _matmul(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
+    _mm(sgemm, C, A, a_t, B, b_t)
+
+
+@njit(cache=True, nogil=True)
+def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh, bih, bhh,
+                acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh, x, Y, h_mem, h_t,
+                emb_u, emb_p, emb_scale, hid_u, hid_p, hid_scale, O, log_counts, alpha, logq, bpreg, elu,
+                loss_eps, lr, mu, eps, use_mom, n_chunks):  # pragma: no cover - compiled
+    # The operations of _Step's direct CPU path (gru_forward, the output layer, gru_backward,
+    # step_rows_product, step_dense_product, step_dense) in the same order and memory layouts, so
+    # the results are bit-identical: the carried state lives transposed ([L, n], h_t) as torch's
+    # elementwise ops leave it there, and each product is the sgemm_ call torch.mm makes. Dropout
+    # multiplies by 0 or 1 / (1 - p) where the uniform draw u >= p, the other path's mask.
+    n, C, L = x.shape[0], Y.shape[0], Wy.shape[1]
+    # GRU forward (dropout on the input rows and on the output, whose dropped-out state is carried)
+    xr = np.empty((n, L), dtype=np.float32)
+    for k in range(n):
+        xr[k] = Wy[x[k]]
+    emb, hid = emb_u.shape[0] > 0, hid_u.shape[0] > 0
+    zero = np.float32(0.0)
+    if emb:
+        for k in range(n):
+            for j in range(L):
+                xr[k, j] *= emb_scale if emb_u[k, j] >= emb_p else zero
+    giT = np.empty((3 * L, n), dtype=np.float32)
+    ghT = np.empty((3 * L, n), dtype=np.float32)
+    _mm(sgemm, giT, Wih, False, xr, True)
+    _mm(sgemm, ghT, Whh, False, h_mem, not h_t)
+    hT = np.empty((L, n), dtype=np.float32)  # the new state, transposed
+    if h_t:
+        _gru_forward(giT, ghT, bih, bhh, h_mem, hT)
+    else:
+        _gru_forward(giT, ghT, bih, bhh, h_mem.T, hT)
+    if hid:
+        for j in range(L):
+            for i in range(n):
+                hT[j, i] *= hid_scale if hid_u[i, j] >= hid_p else zero
+    # scores over the columns Y, the loss and dR (transposed, in place), the bias gradients
+    gather_rows(Wy, Y, O[:C])
+    RT = np.empty((C, n), dtype=np.float32)
+    _mm(sgemm, RT, O[:C], False, hT, False)
+    gb = np.empty(C, dtype=np.float32)
+    row_loss = np.empty(0 if xe else n)
+    loss = 0.0
+    if xe:
+        loss = _xe_columns(RT, By, Y, log_counts, n, alpha, logq, loss_eps, gb,
+                           np.empty((n_chunks, n)), np.empty((n_chunks, n)))
+    else:
+        _bpr_max_columns(RT, By, Y, bpreg, elu, loss_eps, np.empty_like(RT), np.empty_like(RT), gb,
+                         np.empty((n_chunks, n), dtype=np.float32), np.empty((n_chunks, 4, n)), row_loss)
+    dhT = np.empty((L, n), dtype=np.float32)
+    _mm(sgemm, dhT, O[:C], True, RT, False)
+    # GRU backward
+    if hid:
+        for j in range(L):
+            for i in range(n):
+                dhT[j, i] *= hid_scale if hid_u[i, j] >= hid_p else zero
+    dgiT = np.empty_like(giT)
+    dghT = np.empty_like(giT)
+    db_ih = np.empty(3 * L, dtype=np.float32)
+    db_hh = np.empty(3 * L, dtype=np.float32)
+    if h_t:
+        _gru_backward(dhT, giT, ghT, h_mem, dgiT, dghT, db_ih, db_hh)
+    else:
+        _gru_backward(dhT, giT, ghT, h_mem.T, dgiT, dghT, db_ih, db_hh)
+    dxT = np.empty((L, n), dtype=np.float32)
+    _mm(sgemm, dxT, Wih, True, dgiT, False)
+    dx = np.empty((n, L), dtype=np.float32)  # the input rows' gradient
+    h = np.empty((n, L), dtype=np.float32)
+    for i in range(n):
+        for j in range(L):
+            dx[i, j] = dxT[j, i]
+            h[i, j] = hT[j, i]
+    if emb:
+        for i in range(n):
+            for j in range(L):
+                dx[i, j] *= emb_scale if emb_u[i, j] >= emb_p else zero
+    # updates: the item rows (output columns and inputs together), the GRU weights, their biases
+    rows = np.empty(C + n, dtype=np.int64)
+    rows[:C] = Y
+    rows[C:] = x
+    _rows_product_adagrad(sgemm, local_threads, Wy, accW, momW, rows, RT, h, dx, lr, mu, eps, use_mom,
+                          By, accB, momB, gb, C, 32)
+    _gemm_adagrad(sgemm, local_threads, dgiT, xr, False, Wih, acc_ih, mom_ih, lr, mu, eps, use_mom, 32)
+    _gemm_adagrad(sgemm, local_threads, dghT, h_mem, h_t, Whh, acc_hh, mom_hh, lr, mu, eps, use_mom, 32)
+    _adagrad_dense(bih, acc_bih, mom_bih, db_ih, lr, mu, eps, use_mom)
+    _adagrad_dense(bhh, acc_bhh, mom_bhh, db_hh, lr, mu, eps, use_mom)
+    return loss, row_loss, hT
