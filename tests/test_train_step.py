@@ -59,15 +59,14 @@ def test_fused_step_equals_autograd_reference(mode, loss, momentum, path, monkey
 @pytest.mark.parametrize("loss,momentum", [("cross-entropy", 0.0), ("cross-entropy", 0.3), ("bpr-max", 0.4)])
 def test_one_native_call_step_equals_autograd_reference(loss, momentum, monkeypatch):
     """One GRU layer with the shared embedding (every official best setting) runs as one native call
-    on the CPU (kernels.fused_step)."""
-    import nextitem.training.gru4rec as trainer
-    from nextitem.training.kernels import HAVE_BLOCK_GEMM
+    on the CPU (kernels.FusedStep)."""
+    from nextitem.training.kernels import HAVE_BLOCK_GEMM, FusedStep
 
     if not HAVE_BLOCK_GEMM:
         pytest.skip("torch without MKL: no native step")
     calls = []
-    real = trainer.fused_step
-    monkeypatch.setattr(trainer, "fused_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    real = FusedStep.__call__
+    monkeypatch.setattr(FusedStep, "__call__", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     check_against_reference("shared", loss, momentum, "native", [10], monkeypatch)
     assert len(calls) == 3
 

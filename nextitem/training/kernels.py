@@ -747,28 +747,39 @@ def _mm(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
                ints[4:].ctypes.data, scal[1:].ctypes.data, C.ctypes.data, ints[5:].ctypes.data)
 
 
-def fused_step(arrays: tuple, x: np.ndarray, Y: np.ndarray, h_prev: np.ndarray, emb_u: np.ndarray, p_embed: float,
-               hid_u: np.ndarray, p_hidden: float, O: np.ndarray, loss: str, log_counts: np.ndarray, alpha: float,
-               logq: float, bpreg: float, elu_param: float, loss_eps: float, lr: float, momentum: float, eps: float,
-               use_mom: bool) -> tuple[float, np.ndarray]:
-    """One GRU4Rec training step (shared embedding, one GRU layer, float32 CPU) in one native call.
+class FusedStep:
+    """One GRU4Rec training step (shared embedding, one GRU layer, float32 CPU) as one native call.
 
     ``arrays`` = (Wy, By, acc_Wy, acc_By, mom_Wy, mom_By, W_ih, W_hh, b_ih, b_hh, their four
-    accumulators, their four momenta), all updated in place (without momentum, pass the
-    accumulators for the momenta). ``x`` input items [n], ``Y`` column items [C] (targets first),
-    ``h_prev`` the carried state [n, L] (any layout), ``emb_u`` / ``hid_u`` the uniform draws of the
-    two dropouts [n, L] (float32; empty: no dropout), ``O`` scratch of >= C rows. Returns
-    (mean loss, new state [L, n]: the state transposed).
+    accumulators, their four momenta), updated in place by every call (without momentum, pass the
+    accumulators in the momenta's places). The constants are converted once, here.
     """
-    h_t = not h_prev.flags.c_contiguous and h_prev.T.flags.c_contiguous
-    h_mem = h_prev.T if h_t else np.ascontiguousarray(h_prev)
-    xe = loss == "cross-entropy"
-    value, row_loss, hT = _fused_step(
-        _SGEMM, _MKL_LOCAL_THREADS, xe, *arrays, x, Y, h_mem, h_t, emb_u, np.float32(p_embed),
-        np.float32(1.0 / (1.0 - p_embed)), hid_u, np.float32(p_hidden), np.float32(1.0 / (1.0 - p_hidden)), O, log_counts,
-        np.float32(alpha), np.float32(logq), np.float32(bpreg), np.float32(elu_param), np.float64(loss_eps),
-        np.float32(lr), np.float32(momentum), np.float32(eps), use_mom, _n_chunks(None, len(Y)))
-    return (value if xe else float(row_loss.sum() / len(x))), hT
+
+    def __init__(self, arrays: tuple, loss: str, log_counts: np.ndarray | None, alpha: float, logq: float,
+                 bpreg: float, elu_param: float, loss_eps: float, p_embed: float, p_hidden: float, lr: float,
+                 momentum: float, eps: float):
+        self.arrays = arrays
+        self.xe = loss == "cross-entropy"
+        lc = log_counts if log_counts is not None else np.zeros(0, dtype=np.float32)
+        f32 = np.float32
+        self.constants = (f32(p_embed), f32(1.0 / (1.0 - p_embed)), f32(p_hidden), f32(1.0 / (1.0 - p_hidden)),
+                          lc, f32(alpha), f32(logq if log_counts is not None else 0.0), f32(bpreg), f32(elu_param),
+                          np.float64(loss_eps), f32(lr), f32(momentum), f32(eps), momentum > 0, get_num_threads())
+        self.O = np.empty((0, arrays[0].shape[1]), dtype=np.float32)  # the output rows, kept across steps
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, samples: np.ndarray, h_prev: np.ndarray, emb_u: np.ndarray,
+                 hid_u: np.ndarray) -> tuple[float, np.ndarray]:
+        """Input items ``x`` and targets ``y`` [n], the shared ``samples``, the carried state ``h_prev``
+        [n, L] (either layout), the uniform draws of the two dropouts [n, L] (float32; empty: none).
+        Returns (mean loss, the new state transposed [L, n])."""
+        C = len(y) + len(samples)
+        if self.O.shape[0] < C:
+            self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
+        h_t = not h_prev.flags.c_contiguous and h_prev.T.flags.c_contiguous
+        h_mem = h_prev.T if h_t else np.ascontiguousarray(h_prev)
+        value, row_loss, hT = _fused_step(_SGEMM, _MKL_LOCAL_THREADS, self.xe, *self.arrays, x, y, samples, h_mem,
+                                          h_t, emb_u, hid_u, self.O, *self.constants)
+        return (value if self.xe else float(row_loss.sum() / len(x))), hT
 
 
 def matmul(A: np.ndarray, a_t: bool, B: np.ndarray, b_t: bool) -> np.ndarray:
@@ -788,15 +799,20 @@ def _matmul(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True)
 def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh, bih, bhh,
-                acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh, x, Y, h_mem, h_t,
-                emb_u, emb_p, emb_scale, hid_u, hid_p, hid_scale, O, log_counts, alpha, logq, bpreg, elu,
-                loss_eps, lr, mu, eps, use_mom, n_chunks):  # pragma: no cover - compiled
+                acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh, x, y, samples, h_mem, h_t,
+                emb_u, hid_u, O, emb_p, emb_scale, hid_p, hid_scale, log_counts, alpha, logq, bpreg, elu,
+                loss_eps, lr, mu, eps, use_mom, n_threads):  # pragma: no cover - compiled
     # The operations of _Step's direct CPU path (gru_forward, the output layer, gru_backward,
     # step_rows_product, step_dense_product, step_dense) in the same order and memory layouts, so
     # the results are bit-identical: the carried state lives transposed ([L, n], h_t) as torch's
     # elementwise ops leave it there, and each product is the sgemm_ call torch.mm makes. Dropout
     # multiplies by 0 or 1 / (1 - p) where the uniform draw u >= p, the other path's mask.
-    n, C, L = x.shape[0], Y.shape[0], Wy.shape[1]
+    n, L = x.shape[0], Wy.shape[1]
+    C = n + samples.shape[0]
+    Y = np.empty(C, dtype=np.int64)  # the columns: targets, then the samples
+    Y[:n] = y
+    Y[n:] = samples
+    n_chunks = min(n_threads, C)  # as _n_chunks
     # GRU forward (dropout on the input rows and on the output, whose dropped-out state is carried)
     xr = np.empty((n, L), dtype=np.float32)
     for k in range(n):
