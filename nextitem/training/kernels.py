@@ -722,8 +722,8 @@ def gather_rows(W, idx, out):  # pragma: no cover - compiled
 # Measured on Yoochoose and RetailRocket, the step's kernels and products left 1.2 ms per step
 # (15-21%) to the ~100 Python-level calls around them (the interpreter, torch dispatch, wrappers),
 # during which the second core waits. Here the same kernels and products run from one compiled
-# function; the Python side only draws the dropout masks (numpy's generator, so the masks equal the
-# other path's) and hands over views of the weights.
+# function; the Python side only draws the dropouts' uniforms (numpy's generator, so the masks equal
+# the other path's) and hands over the items and the carried state.
 
 @njit(cache=True, nogil=True, inline="always")
 def _mm(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
