@@ -144,6 +144,9 @@ def _load_checkpoint(path, model, opt, step, store) -> list[dict]:
     return json.loads(meta["history"])
 
 
+_NO_DRAWS = np.zeros((0, 0), dtype=np.float32)  # FusedStep's "no dropout"
+
+
 class _Step:
     """One training step; holds what every step reuses."""
 
@@ -261,11 +264,9 @@ class _Step:
         so the masks equal that path's. Returns the loss as a float."""
         if self._fused is None:
             self._fused = self._make_fused()
-        cfg, L = self.cfg, self.net.Wy.shape[1]
-        n = len(x)
-        none = self._fused.O[:0]
-        emb_u = self.rng.random((n, L), dtype=np.float32) if cfg.dropout_p_embed > 0 else none
-        hid_u = self.rng.random((n, L), dtype=np.float32) if cfg.dropout_p_hidden > 0 else none
+        cfg, shape = self.cfg, (len(x), self.net.Wy.shape[1])
+        emb_u = self.rng.random(shape, dtype=np.float32) if cfg.dropout_p_embed > 0 else _NO_DRAWS
+        hid_u = self.rng.random(shape, dtype=np.float32) if cfg.dropout_p_hidden > 0 else _NO_DRAWS
         loss, hT = self._fused(x.numpy(), y.numpy(), samples.numpy(), H[0].numpy(), emb_u, hid_u)
         H[0] = torch.from_numpy(hT).t()  # transposed, as the other path leaves it
         return loss
@@ -275,12 +276,11 @@ class _Step:
         a checkpoint included) and the step's constants."""
         net, opt, cfg = self.net, self.opt, self.cfg
         cell = net.cells[0]
-        tables = [net.Wy, net.By]
-        dense = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
-        sparse = [opt._sparse_state(p) for p in tables]
-        accs = [opt.acc[opt._index[id(p)]] for p in dense]
-        moms = [opt.mom[opt._index[id(p)]] for p in dense] if opt.mom is not None else accs
-        arrays = tables + [a for a, _ in sparse] + [m if m is not None else a for a, m in sparse] + dense + accs + moms
+        arrays = []
+        for params in ([net.Wy, net.By], [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]):
+            states = [opt.state_of(p) for p in params]
+            # without momentum the accumulators stand in for the momenta (never read then)
+            arrays += params + [a for a, _ in states] + [m if m is not None else a for a, m in states]
         return FusedStep(tuple(t.detach().numpy() for t in arrays), cfg.loss, self.log_counts_np, cfg.sample_alpha,
                          cfg.logq, cfg.bpreg, cfg.elu_param, EPS, cfg.dropout_p_embed, cfg.dropout_p_hidden,
                          opt.lr, opt.momentum, opt.eps)

@@ -752,7 +752,8 @@ class FusedStep:
 
     ``arrays`` = (Wy, By, acc_Wy, acc_By, mom_Wy, mom_By, W_ih, W_hh, b_ih, b_hh, their four
     accumulators, their four momenta), updated in place by every call (without momentum, pass the
-    accumulators in the momenta's places). The constants are converted once, here.
+    accumulators in the momenta's places). The constants are converted once, here. The two dropouts'
+    draws are given per call: uniforms [n, L], or an empty array for no dropout.
     """
 
     def __init__(self, arrays: tuple, loss: str, log_counts: np.ndarray | None, alpha: float, logq: float,
@@ -770,7 +771,7 @@ class FusedStep:
     def __call__(self, x: np.ndarray, y: np.ndarray, samples: np.ndarray, h_prev: np.ndarray, emb_u: np.ndarray,
                  hid_u: np.ndarray) -> tuple[float, np.ndarray]:
         """Input items ``x`` and targets ``y`` [n], the shared ``samples``, the carried state ``h_prev``
-        [n, L] (either layout), the uniform draws of the two dropouts [n, L] (float32; empty: none).
+        [n, L] (either layout), the uniform draws of the two dropouts (float32 [n, L]; empty: none).
         Returns (mean loss, the new state transposed [L, n])."""
         C = len(y) + len(samples)
         if self.O.shape[0] < C:

@@ -86,6 +86,13 @@ class AdagradM:
                              D.contiguous().numpy(), X.contiguous().numpy(), E, self.lr, self.momentum, self.eps,
                              bias=self._kernel_bias(bias))
 
+    def state_of(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(accumulator, momentum or None) of any parameter, dense or item table."""
+        if id(param) in self._index:
+            i = self._index[id(param)]
+            return self.acc[i], self.mom[i] if self.mom is not None else None
+        return self._sparse_state(param)
+
     def _sparse_state(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(accumulator, momentum or None) of an item table."""
         return self.sparse_acc[id(param)], self.sparse_mom[id(param)] if self.sparse_mom is not None else None
