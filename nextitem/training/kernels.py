@@ -531,25 +531,33 @@ HAVE_BLOCK_GEMM = _SGEMM != 0 and _MKL_LOCAL_THREADS != 0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _sgemm_rows(sgemm, local_threads, D, X, x_transposed, G):  # pragma: no cover - compiled
-    """G [rows, N] = D [rows, K] @ X (row-major), X given as [K, N] or, x_transposed, as [N, K], on one
-    MKL thread (the calling kernel's threads split the rows)."""
-    rows, K = D.shape
-    N = G.shape[1]
-    # column-major view of the row-major product: G^T [N, rows] = X^T [N, K] @ D^T [K, rows]
+def _mm(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
+    """C [M, N] = op(A) @ op(B) for C-contiguous float32 arrays, op(X) = X.T when ``a_t`` / ``b_t``:
+    the sgemm_ call torch.mm makes for these layouts (C^T = op(B)^T op(A)^T, column-major), on as many
+    MKL threads as the calling thread has (all of them, unless set locally as :func:`_sgemm_rows` does)."""
+    M, N = C.shape
+    K = A.shape[0] if a_t else A.shape[1]
     ints = np.empty(6, dtype=np.int32)
-    ints[0], ints[1], ints[2] = N, rows, K
-    ints[3] = K if x_transposed else N  # X's leading dimension
-    ints[4], ints[5] = K, N
+    ints[0], ints[1], ints[2] = N, M, K
+    ints[3] = K if b_t else N  # B's row length
+    ints[4] = M if a_t else K  # A's row length
+    ints[5] = N
     scal = np.empty(2, dtype=np.float32)
     scal[0], scal[1] = 1.0, 0.0
     trans = np.empty(2, dtype=np.uint8)
-    trans[0] = 84 if x_transposed else 78  # 'T' / 'N'
-    trans[1] = 78
-    before = _call_int_int(local_threads, 1)
+    trans[0] = 84 if b_t else 78  # 'T' / 'N'
+    trans[1] = 84 if a_t else 78
     _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
-               ints[2:].ctypes.data, scal.ctypes.data, X.ctypes.data, ints[3:].ctypes.data, D.ctypes.data,
-               ints[4:].ctypes.data, scal[1:].ctypes.data, G.ctypes.data, ints[5:].ctypes.data)
+               ints[2:].ctypes.data, scal.ctypes.data, B.ctypes.data, ints[3:].ctypes.data, A.ctypes.data,
+               ints[4:].ctypes.data, scal[1:].ctypes.data, C.ctypes.data, ints[5:].ctypes.data)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sgemm_rows(sgemm, local_threads, D, X, x_transposed, G):  # pragma: no cover - compiled
+    """G [rows, N] = D [rows, K] @ X (row-major), X given as [K, N] or, x_transposed, as [N, K], on one
+    MKL thread (the calling kernel's threads split the rows)."""
+    before = _call_int_int(local_threads, 1)
+    _mm(sgemm, G, D, False, X, x_transposed)
     _call_int_int(local_threads, before)
 
 
@@ -725,28 +733,6 @@ def gather_rows(W, idx, out):  # pragma: no cover - compiled
 # function; the Python side only draws the dropouts' uniforms (numpy's generator, so the masks equal
 # the other path's) and hands over the items and the carried state.
 
-@njit(cache=True, nogil=True, inline="always")
-def _mm(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
-    """C [M, N] = op(A) @ op(B) for C-contiguous float32 arrays, op(X) = X.T when ``a_t`` / ``b_t``:
-    the sgemm_ call torch.mm makes for these layouts (C^T = op(B)^T op(A)^T, column-major), on MKL's
-    own threads."""
-    M, N = C.shape
-    K = A.shape[0] if a_t else A.shape[1]
-    ints = np.empty(6, dtype=np.int32)
-    ints[0], ints[1], ints[2] = N, M, K
-    ints[3] = K if b_t else N  # B's row length
-    ints[4] = M if a_t else K  # A's row length
-    ints[5] = N
-    scal = np.empty(2, dtype=np.float32)
-    scal[0], scal[1] = 1.0, 0.0
-    trans = np.empty(2, dtype=np.uint8)
-    trans[0] = 84 if b_t else 78  # 'T' / 'N'
-    trans[1] = 84 if a_t else 78
-    _call_blas(sgemm, trans.ctypes.data, trans[1:].ctypes.data, ints.ctypes.data, ints[1:].ctypes.data,
-               ints[2:].ctypes.data, scal.ctypes.data, B.ctypes.data, ints[3:].ctypes.data, A.ctypes.data,
-               ints[4:].ctypes.data, scal[1:].ctypes.data, C.ctypes.data, ints[5:].ctypes.data)
-
-
 class FusedStep:
     """One GRU4Rec training step (shared embedding, one GRU layer, float32 CPU) as one native call.
 
@@ -798,6 +784,20 @@ def _matmul(sgemm, C, A, a_t, B, b_t):  # pragma: no cover - compiled
     _mm(sgemm, C, A, a_t, B, b_t)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _drop(a, u, p, scale, transposed):  # pragma: no cover - compiled
+    """a *= 0 or scale where the uniform draw u [n, L] is < p or >= p: the other path's x * mask.
+    ``a`` is [n, L], or [L, n] when ``transposed``."""
+    zero = np.float32(0.0)
+    n, L = u.shape
+    for i in range(n):
+        for j in range(L):
+            if transposed:
+                a[j, i] *= scale if u[i, j] >= p else zero
+            else:
+                a[i, j] *= scale if u[i, j] >= p else zero
+
+
 @njit(cache=True, nogil=True)
 def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh, bih, bhh,
                 acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh, x, y, samples, h_mem, h_t,
@@ -819,11 +819,8 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
     for k in range(n):
         xr[k] = Wy[x[k]]
     emb, hid = emb_u.shape[0] > 0, hid_u.shape[0] > 0
-    zero = np.float32(0.0)
     if emb:
-        for k in range(n):
-            for j in range(L):
-                xr[k, j] *= emb_scale if emb_u[k, j] >= emb_p else zero
+        _drop(xr, emb_u, emb_p, emb_scale, False)
     giT = np.empty((3 * L, n), dtype=np.float32)
     ghT = np.empty((3 * L, n), dtype=np.float32)
     _mm(sgemm, giT, Wih, False, xr, True)
@@ -834,9 +831,7 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
     else:
         _gru_forward(giT, ghT, bih, bhh, h_mem.T, hT)
     if hid:
-        for j in range(L):
-            for i in range(n):
-                hT[j, i] *= hid_scale if hid_u[i, j] >= hid_p else zero
+        _drop(hT, hid_u, hid_p, hid_scale, True)
     # scores over the columns Y, the loss and dR (transposed, in place), the bias gradients
     gather_rows(Wy, Y, O[:C])
     RT = np.empty((C, n), dtype=np.float32)
@@ -854,9 +849,7 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
     _mm(sgemm, dhT, O[:C], True, RT, False)
     # GRU backward
     if hid:
-        for j in range(L):
-            for i in range(n):
-                dhT[j, i] *= hid_scale if hid_u[i, j] >= hid_p else zero
+        _drop(dhT, hid_u, hid_p, hid_scale, True)
     dgiT = np.empty_like(giT)
     dghT = np.empty_like(giT)
     db_ih = np.empty(3 * L, dtype=np.float32)
@@ -874,9 +867,7 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
             dx[i, j] = dxT[j, i]
             h[i, j] = hT[j, i]
     if emb:
-        for i in range(n):
-            for j in range(L):
-                dx[i, j] *= emb_scale if emb_u[i, j] >= emb_p else zero
+        _drop(dx, emb_u, emb_p, emb_scale, False)
     # updates: the item rows (output columns and inputs together), the GRU weights, their biases
     rows = np.empty(C + n, dtype=np.int64)
     rows[:C] = Y
