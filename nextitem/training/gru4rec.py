@@ -176,7 +176,7 @@ class _Step:
         # the same kernels and products, the ~100 Python-level calls of this path cost 1.2 ms per
         # Yoochoose step (15%; 21% on RetailRocket), with the second core idle meanwhile.
         self.fused = self.direct and self.shared and len(net.cells) == 1 and HAVE_BLOCK_GEMM
-        self._fused = None
+        self._fused = self._make_fused() if self.fused else None
 
     def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if x.device.type != "cpu":
@@ -262,8 +262,6 @@ class _Step:
     def fused_call(self, x: torch.Tensor, y: torch.Tensor, samples: torch.Tensor, H: list[torch.Tensor]) -> float:
         """The step as one native call. The dropouts' uniforms are drawn here, in gru_forward's order,
         so the masks equal that path's. Returns the loss as a float."""
-        if self._fused is None:
-            self._fused = self._make_fused()
         cfg, shape = self.cfg, (len(x), self.net.Wy.shape[1])
         emb_u = self.rng.random(shape, dtype=np.float32) if cfg.dropout_p_embed > 0 else _NO_DRAWS
         hid_u = self.rng.random(shape, dtype=np.float32) if cfg.dropout_p_hidden > 0 else _NO_DRAWS
