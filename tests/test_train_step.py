@@ -152,30 +152,44 @@ def test_native_step_is_bit_identical_to_the_direct_path(loss, momentum, p_embed
         pytest.skip("torch without MKL: no native step")
     cfg = GRU4RecConfig(layers=[10], loss=loss, momentum=momentum, learning_rate=0.1, logq=1.0, sample_alpha=0.5,
                         elu_param=0.5, bpreg=1.5, dropout_p_embed=p_embed, dropout_p_hidden=p_hidden)
-    counts = torch.randint(1, 50, (N_ITEMS,)).float()
-    runs = []
-    for fused in (True, False):
-        torch.manual_seed(0)
-        net = GRU4RecNet(cfg, N_ITEMS)
-        with torch.no_grad():
-            net.By.normal_()
-        dense = net.dense_parameters()
-        opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
-        step = _Step(net, opt, dense, cfg, torch.log(counts), np.random.default_rng(0))
-        assert step.fused
-        step.fused = fused
-        g = torch.Generator().manual_seed(1)
-        H = net.init_hidden(6)
-        losses = []
+
+    def batches(g, H):
         for it in range(6):
             if it == 3:  # as the iterator does between rounds: reset a slot, then drop two
                 H[:] = [h.index_fill(0, torch.tensor([1]), 0.0).index_select(0, torch.tensor([0, 1, 3, 4])) for h in H]
             n = len(H[0])
             x, y = torch.randint(0, N_ITEMS, (n,), generator=g), torch.randint(0, N_ITEMS, (n,), generator=g)
             x[0] = y[1]
-            losses.append(float(step(x, y, torch.randint(0, N_ITEMS, (n_sample,), generator=g), H)))
+            yield x, y, torch.randint(0, N_ITEMS, (n_sample,), generator=g)
+
+    assert_bit_identical(run_with_and_without(cfg, "fused", batches, random_biases=True))
+
+
+def run_with_and_without(cfg, switch, batches, random_biases=False):
+    """Train a fresh network on the same batches twice, with the step's ``switch`` (a path it takes
+    when it can) on, then off; each run's (losses, weights, optimizer state, carried state).
+    ``batches(g, H)`` yields (x, y, samples) from the generator ``g`` and may reshape ``H``."""
+    counts = torch.randint(1, 50, (N_ITEMS,)).float()
+    runs = []
+    for on in (True, False):
+        torch.manual_seed(0)
+        net = GRU4RecNet(cfg, N_ITEMS)
+        if random_biases:
+            with torch.no_grad():
+                net.By.normal_()
+        dense = net.dense_parameters()
+        opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
+        step = _Step(net, opt, dense, cfg, torch.log(counts), np.random.default_rng(0))
+        assert getattr(step, switch)
+        setattr(step, switch, on)
+        H = net.init_hidden(6)
+        losses = [float(step(x, y, samples, H)) for x, y, samples in batches(torch.Generator().manual_seed(1), H)]
         runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()},
                      {k: v.clone() for k, v in opt.state_dict().items()}, [h.clone() for h in H]))
+    return runs
+
+
+def assert_bit_identical(runs):
     (l1, s1, o1, h1), (l2, s2, o2, h2) = runs
     assert l1 == l2
     for k in s1:
@@ -206,34 +220,20 @@ def test_native_matmul_is_torch_mm(a_t, b_t):
 @pytest.mark.parametrize("mode", ["shared", "separate"])
 def test_direct_gru_path_equals_the_autograd_path(mode):
     """On the CPU (float32) the GRU stack runs without autograd (_Step.direct); with dropout on both
-    the embedding and the hidden layers, two layers and momentum, every parameter and the carried
-    state must come out bit-identical to the autograd path."""
+    the embedding and the hidden layers, two layers and momentum, the losses, every parameter, the
+    optimizer state and the carried state must come out bit-identical to the autograd path."""
     kw = {"shared": {}, "separate": dict(constrained_embedding=False, embedding=6)}[mode]
     cfg = GRU4RecConfig(layers=[8, 10], loss="cross-entropy", momentum=0.3, learning_rate=0.1, logq=1.0,
                         sample_alpha=0.5, dropout_p_embed=0.3, dropout_p_hidden=0.4, **kw)
-    counts = torch.randint(1, 50, (N_ITEMS,)).float()
-    runs = []
-    for direct in (True, False):
-        torch.manual_seed(0)
-        net = GRU4RecNet(cfg, N_ITEMS)
-        dense = net.dense_parameters()
-        opt = AdagradM(dense, net.sparse_parameters(), cfg.learning_rate, cfg.momentum)
-        step = _Step(net, opt, dense, cfg, torch.log(counts), np.random.default_rng(0))
-        assert step.direct
-        step.direct = direct
-        g = torch.Generator().manual_seed(1)
-        H = net.init_hidden(6)
-        losses = []
+
+    def batches(g, H):
         for _ in range(4):
             x, y = torch.randint(0, N_ITEMS, (6,), generator=g), torch.randint(0, N_ITEMS, (6,), generator=g)
-            losses.append(float(step(x, y, torch.randint(0, N_ITEMS, (9,), generator=g), H)))
-        runs.append((losses, {k: v.clone() for k, v in net.state_dict().items()}, [h.clone() for h in H]))
-    (l1, s1, h1), (l2, s2, h2) = runs
-    assert l1 == l2
-    for k in s1:
-        assert torch.equal(s1[k], s2[k]), k
-    assert all(torch.equal(a, b) for a, b in zip(h1, h2))
-    assert any((h == 0).any() for h in h1)  # dropout did zero some of the carried state
+            yield x, y, torch.randint(0, N_ITEMS, (9,), generator=g)
+
+    runs = run_with_and_without(cfg, "direct", batches)
+    assert_bit_identical(runs)
+    assert any((h == 0).any() for h in runs[0][3])  # dropout did zero some of the carried state
 
 
 def test_direct_path_is_off_for_onehot_input_and_float64():
