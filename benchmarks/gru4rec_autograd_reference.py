@@ -141,6 +141,7 @@ def main(argv=None):
         for x, y, reset, keep in slot_steps(data, cfg.batch_size):
             if H is None:  # as many slots as there are sessions to fill them, at most batch_size
                 H = [torch.zeros(len(x), s) for s in cfg.layers]
+                slots = len(x)
             if reset is not None:
                 r = torch.from_numpy(reset).unsqueeze(1)
                 H = [h.masked_fill(r, 0.0) for h in H]
@@ -182,7 +183,7 @@ def main(argv=None):
                 s = e / e.sum(1, keepdim=True)
                 t = S.diagonal().unsqueeze(1)
                 loss = (-torch.log((torch.sigmoid(t - S) * s).sum(1) + 1e-24) + cfg.bpreg * (S * S * s).sum(1)).sum()
-            loss = loss / n
+            loss = loss / slots  # the batch size, also when the batch has shrunk (as the reference)
             for p in params_all:
                 p.grad = None
             loss.backward()

@@ -289,3 +289,40 @@ def test_bpr_max_columns_kernel_with_all_threads():
         test_bpr_max_columns_kernel_equals_formula(5, 40, 3, 1.0, 0.9)
     finally:
         numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("loss_name,dtype", [("cross_entropy", torch.float64), ("cross_entropy", torch.float32),
+                                             ("bpr_max", torch.float64), ("bpr_max", torch.float32),
+                                             ("xe_columns", torch.float32), ("bpr_max_columns", torch.float32)])
+def test_losses_divide_by_the_given_divisor(loss_name, dtype):
+    """A batch shrunk to 5 of 8 rows: the loss and every gradient are the row sum over 8, as in the
+    reference (each event weighs 1 / batch_size); the default is the mean over the rows."""
+    from nextitem.training.kernels import bpr_max_columns
+
+    g = torch.Generator().manual_seed(5)
+    n, C = 5, 12
+    R = torch.randn(n, C, generator=g, dtype=torch.float64).to(dtype)
+
+    def run(**kw):
+        if loss_name == "cross_entropy":
+            loss, grad = cross_entropy(R.clone(), **kw)
+            return float(loss), grad.to(torch.float64), None
+        if loss_name == "bpr_max":
+            loss, grad = bpr_max(R.clone(), 1.5, 0.5, **kw)
+            return float(loss), grad.to(torch.float64), None
+        RT = R.t().contiguous().numpy()
+        Y, By = np.arange(C), np.linspace(-1, 1, C).astype(np.float32)
+        if loss_name == "xe_columns":
+            loss, gb = xe_columns(RT, By, Y, n, None, 1.0, 0.0, EPS, **kw)
+        else:
+            loss, gb = bpr_max_columns(RT, By, Y, 1.5, 0.5, EPS, **kw)
+        return loss, torch.from_numpy(RT).t().to(torch.float64), torch.from_numpy(gb).to(torch.float64)
+
+    mean_loss, mean_grad, mean_gb = run()
+    loss, grad, gb = run(divisor=8)
+    tol = dict(rtol=1e-6, atol=1e-9) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-7)
+    assert loss == pytest.approx(mean_loss * n / 8, rel=tol["rtol"])
+    assert grad.abs().max() > 1e-3  # not a zero gradient, which any scale would pass
+    torch.testing.assert_close(grad, mean_grad * n / 8, **tol)
+    if gb is not None:
+        torch.testing.assert_close(gb, mean_gb * n / 8, **tol)

@@ -64,7 +64,8 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
     if cfg.loss == "cross-entropy" and cfg.logq > 0:
         log_counts = torch.from_numpy(np.log(np.maximum(counts, 1)).astype(np.float32)).to(device)
     keep_freed_memory()
-    step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(dropout_seed))
+    slots = min(cfg.batch_size, data.n_sessions)
+    step = _Step(net, opt, dense, cfg, log_counts, np.random.default_rng(dropout_seed), divisor=slots)
     run_step = _GraphedStep(step, cfg.batch_size) if device.type == "cuda" else step
     min_slots = 1 if cfg.n_sample > 0 else 2  # without samples a lone slot has no negatives
     history = []
@@ -78,7 +79,7 @@ def train_gru4rec(model, data: SessionData, sample_store_size: int = 10_000_000,
 
             bar = tqdm(total=data.n_predictions(), desc=f"epoch {epoch}", unit="ev", leave=False, mininterval=1.0)
         t0 = time.perf_counter()
-        H = net.init_hidden(min(cfg.batch_size, data.n_sessions), device)
+        H = net.init_hidden(slots, device)
         # on the GPU a tensor (no sync per step); on the CPU a float, or a tensor where the step returns one
         loss_sum = torch.zeros((), dtype=torch.float64, device=device) if device.type != "cpu" else 0.0
         n_batches = n_events = 0
@@ -150,8 +151,12 @@ _NO_DRAWS = np.zeros((0, 0), dtype=np.float32)  # FusedStep's "no dropout"
 class _Step:
     """One training step; holds what every step reuses."""
 
-    def __init__(self, net, opt: AdagradM, dense, cfg, log_counts, rng: np.random.Generator):
+    def __init__(self, net, opt: AdagradM, dense, cfg, log_counts, rng: np.random.Generator,
+                 divisor: int | None = None):
         self.net, self.opt, self.dense, self.cfg = net, opt, dense, cfg
+        # Every step's loss is summed over its rows and divided by the batch size (the slots), also
+        # when the batch has shrunk at the end of an epoch, as in the reference: see losses.py.
+        self.divisor = cfg.batch_size if divisor is None else divisor
         self.log_counts = log_counts
         self.shared = net.mode == "shared"
         self.rng = rng
@@ -225,10 +230,10 @@ class _Step:
                 RT = torch.mm(O, hd.t())
                 if cfg.loss == "cross-entropy":
                     loss, gb = xe_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), n, self.log_counts_np,
-                                          cfg.sample_alpha, cfg.logq, EPS)
+                                          cfg.sample_alpha, cfg.logq, EPS, divisor=self.divisor)
                 else:
                     loss, gb = bpr_max_columns(RT.numpy(), net.By.detach().numpy(), Y.numpy(), cfg.bpreg,
-                                               cfg.elu_param, EPS)
+                                               cfg.elu_param, EPS, divisor=self.divisor)
                 loss, gb, dR = torch.tensor(loss, dtype=torch.float64), torch.from_numpy(gb), RT.t()
             else:
                 loss, dR = self.scores_and_loss(O, hd, Y, n)
@@ -281,7 +286,7 @@ class _Step:
             arrays += params + [a for a, _ in states] + [m if m is not None else a for a, m in states]
         return FusedStep(tuple(t.detach().numpy() for t in arrays), cfg.loss, self.log_counts_np, cfg.sample_alpha,
                          cfg.logq, cfg.bpreg, cfg.elu_param, EPS, cfg.dropout_p_embed, cfg.dropout_p_hidden,
-                         opt.lr, opt.momentum, opt.eps)
+                         opt.lr, opt.momentum, opt.eps, self.divisor)
 
     def gru_forward(self, x_rows: torch.Tensor, H: list[torch.Tensor]):
         """net.step through gru_cell.cell_forward, without autograd (CPU, float32, not mode "none").
@@ -330,14 +335,14 @@ class _Step:
         cfg = self.cfg
         b = self.net.By.detach().index_select(0, Y)
         if cfg.loss == "bpr-max":
-            return bpr_max(torch.addmm(b, hd, O.t()), cfg.bpreg, cfg.elu_param)
+            return bpr_max(torch.addmm(b, hd, O.t()), cfg.bpreg, cfg.elu_param, self.divisor)
         R = torch.mm(O, hd.t()).t().add_(b)  # torch's softmax takes R^T as it is
         logq = None
         if self.log_counts is not None:
             lq = self.log_counts.index_select(0, Y)
             lq[n:] *= cfg.sample_alpha  # in-batch columns: count; sampled columns: count^alpha
             logq = lq.mul_(cfg.logq)
-        return cross_entropy(R, logq)
+        return cross_entropy(R, logq, self.divisor)
 
 
 class _GraphedStep:

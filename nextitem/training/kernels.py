@@ -168,11 +168,11 @@ def _max_over_chunks(part_m):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})  # fused multiply-adds
-def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums, row_loss):  # pragma: no cover - compiled
+def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, div, ET, SG, gb, part_m, part_sums, row_loss):  # pragma: no cover - compiled
     # The scores come transposed, as in _xe_columns: row j of RT is column j of R for the whole batch,
     # so every loop runs over contiguous memory and vectorizes (exps included), and the product
     # before and the two after take the faster layout. The chunks' row sums are float64.
-    # RT ends as d mean loss / dR, transposed; ET and SG are scratch (softmax weights, sigmoids).
+    # RT ends as d (summed loss / div) / dR, transposed; ET and SG are scratch (softmax weights, sigmoids).
     C, n = RT.shape
     T = part_m.shape[0]
     size = (C + T - 1) // T
@@ -237,10 +237,10 @@ def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums
         A, B, Q = A / Z, B / Z, Q / Z
         row_loss[i] = bpreg * Q - np.log(A + eps)
         inv = 1.0 / (A + eps)
-        k_sig[i] = -inv / (Z * n)
-        k_reg[i] = bpreg / (Z * n)
-        k_0[i] = (A * inv - bpreg * Q) / (Z * n)
-        dt = -inv * (A - B) / n  # the target's own column
+        k_sig[i] = -inv / (Z * div)
+        k_reg[i] = bpreg / (Z * div)
+        k_0[i] = (A * inv - bpreg * Q) / (Z * div)
+        dt = -inv * (A - B) / div  # the target's own column
         if alpha > 0 and rt[i] <= 0:  # ELU's slope there: alpha * exp(r) = s + alpha
             dt *= rt[i] + alpha
         d[i] = dt
@@ -263,24 +263,27 @@ def _bpr_max_columns(RT, By, Y, bpreg, alpha, eps, ET, SG, gb, part_m, part_sums
 
 
 def bpr_max_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, bpreg: float, elu_param: float, eps: float,
-                    n_chunks: int | None = None) -> tuple[float, np.ndarray]:
+                    n_chunks: int | None = None, divisor: int | None = None) -> tuple[float, np.ndarray]:
     """BPR-max (see losses.bpr_max) over the columns of R, given transposed: RT [C, n], float32.
 
-    Column j's score is shifted by By[Y[j]]; row i's target is column i. Overwrites RT with
-    d mean loss / d R, transposed; returns (mean loss, its gradient to the biases of the C columns).
+    Column j's score is shifted by By[Y[j]]; row i's target is column i. The loss is summed over
+    the rows and divided by ``divisor`` (default n; see losses.cross_entropy). Overwrites RT with
+    d loss / d R, transposed; returns (loss, its gradient to the biases of the C columns).
     The columns are split into ``n_chunks`` (default: one per thread).
     """
     C, n = RT.shape
+    div = n if divisor is None else divisor
     T = _n_chunks(n_chunks, C)
     gb = np.empty(C, dtype=np.float32)
     row_loss = np.empty(n, dtype=np.float64)
-    _bpr_max_columns(RT, By, Y, np.float32(bpreg), np.float32(elu_param), np.float64(eps), np.empty_like(RT),
-                     np.empty_like(RT), gb, np.empty((T, n), dtype=np.float32), np.empty((T, 4, n)), row_loss)
-    return float(row_loss.sum() / n), gb
+    _bpr_max_columns(RT, By, Y, np.float32(bpreg), np.float32(elu_param), np.float64(eps), np.float64(div),
+                     np.empty_like(RT), np.empty_like(RT), gb, np.empty((T, n), dtype=np.float32),
+                     np.empty((T, 4, n)), row_loss)
+    return float(row_loss.sum() / div), gb
 
 
 @njit(parallel=True, cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, gb, part_m, part_s):  # pragma: no cover - compiled
+def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, div, gb, part_m, part_s):  # pragma: no cover - compiled
     # RT holds the scores transposed: row j is column j of R for the whole batch, so each loop runs
     # over contiguous memory. The columns are split into one chunk per thread; each chunk keeps its
     # own row maxima and exp sums, merged in between the two parallel passes.
@@ -322,7 +325,7 @@ def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, gb, part_m, part_
         t = i // size
         p = RT[i, i] * np.exp(part_m[t, i] - M[i]) / S[i]
         loss -= np.log(p + eps)
-        f[i] = p / (p + eps) / n
+        f[i] = p / (p + eps) / div
     for t in range(T):  # part_m becomes each chunk's scale: exp(m_t - M) / S * f
         for i in range(n):
             part_m[t, i] = np.exp(part_m[t, i] - M[i]) / S[i] * f[i]
@@ -338,16 +341,17 @@ def _xe_columns(RT, By, Y, log_counts, n_in, alpha, logq, eps, gb, part_m, part_
             for i in range(n):
                 g += RT[j, i]
             gb[j] = g
-    return loss / n
+    return loss / div
 
 
 def xe_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, n_in: int, log_counts: np.ndarray | None, alpha: float,
-               logq: float, eps: float, n_chunks: int | None = None) -> tuple[float, np.ndarray]:
+               logq: float, eps: float, n_chunks: int | None = None, divisor: int | None = None) -> tuple[float, np.ndarray]:
     """GRU4Rec's softmax cross-entropy over the columns of R, given transposed: RT [C, n], float32.
 
     Column j's score is shifted by By[Y[j]] and, with ``logq`` > 0, by -logq * log count of its item
-    (times ``alpha`` for the sampled columns, j >= n_in). Row i's target is column i. Overwrites RT with
-    d mean loss / d R, transposed; returns (mean loss, its gradient to the biases of the C columns).
+    (times ``alpha`` for the sampled columns, j >= n_in). Row i's target is column i. The loss is
+    summed over the rows and divided by ``divisor`` (default n; see losses.cross_entropy). Overwrites
+    RT with d loss / d R, transposed; returns (loss, its gradient to the biases of the C columns).
     The columns are split into ``n_chunks`` (default: one per thread).
     """
     gb = np.empty(RT.shape[0], dtype=np.float32)
@@ -355,7 +359,7 @@ def xe_columns(RT: np.ndarray, By: np.ndarray, Y: np.ndarray, n_in: int, log_cou
     part_m, part_s = np.empty((T, RT.shape[1])), np.empty((T, RT.shape[1]))
     lc = log_counts if log_counts is not None else np.zeros(0, dtype=np.float32)
     loss = _xe_columns(RT, By, Y, lc, n_in, np.float32(alpha), np.float32(logq if log_counts is not None else 0.0),
-                       eps, gb, part_m, part_s)
+                       eps, np.float64(RT.shape[1] if divisor is None else divisor), gb, part_m, part_s)
     return loss, gb
 
 
@@ -739,26 +743,28 @@ class FusedStep:
     ``arrays`` = (Wy, By, acc_Wy, acc_By, mom_Wy, mom_By, W_ih, W_hh, b_ih, b_hh, their four
     accumulators, their four momenta), updated in place by every call (without momentum, pass the
     accumulators in the momenta's places). The constants are converted once, here. The two dropouts'
-    draws are given per call: uniforms [n, L], or an empty array for no dropout.
+    draws are given per call: uniforms [n, L], or an empty array for no dropout. The loss is summed
+    over the rows and divided by ``divisor`` (the batch size, also when a batch has shrunk).
     """
 
     def __init__(self, arrays: tuple, loss: str, log_counts: np.ndarray | None, alpha: float, logq: float,
                  bpreg: float, elu_param: float, loss_eps: float, p_embed: float, p_hidden: float, lr: float,
-                 momentum: float, eps: float):
-        self.arrays = arrays
+                 momentum: float, eps: float, divisor: int):
+        self.arrays, self.divisor = arrays, divisor
         self.xe = loss == "cross-entropy"
         lc = log_counts if log_counts is not None else np.zeros(0, dtype=np.float32)
         f32 = np.float32
         self.constants = (f32(p_embed), f32(1.0 / (1.0 - p_embed)), f32(p_hidden), f32(1.0 / (1.0 - p_hidden)),
                           lc, f32(alpha), f32(logq if log_counts is not None else 0.0), f32(bpreg), f32(elu_param),
-                          np.float64(loss_eps), f32(lr), f32(momentum), f32(eps), momentum > 0, get_num_threads())
+                          np.float64(loss_eps), np.float64(divisor), f32(lr), f32(momentum), f32(eps), momentum > 0,
+                          get_num_threads())
         self.O = np.empty((0, arrays[0].shape[1]), dtype=np.float32)  # the output rows, kept across steps
 
     def __call__(self, x: np.ndarray, y: np.ndarray, samples: np.ndarray, h_prev: np.ndarray, emb_u: np.ndarray,
                  hid_u: np.ndarray) -> tuple[float, np.ndarray]:
         """Input items ``x`` and targets ``y`` [n], the shared ``samples``, the carried state ``h_prev``
         [n, L] (either layout), the uniform draws of the two dropouts (float32 [n, L]; empty: none).
-        Returns (mean loss, the new state transposed [L, n])."""
+        Returns (loss, the new state transposed [L, n])."""
         C = len(y) + len(samples)
         if self.O.shape[0] < C:
             self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
@@ -766,7 +772,7 @@ class FusedStep:
         h_mem = h_prev.T if h_t else np.ascontiguousarray(h_prev)
         value, row_loss, hT = _fused_step(_SGEMM, _MKL_LOCAL_THREADS, self.xe, *self.arrays, x, y, samples, h_mem,
                                           h_t, emb_u, hid_u, self.O, *self.constants)
-        return (value if self.xe else float(row_loss.sum() / len(x))), hT
+        return (value if self.xe else float(row_loss.sum() / self.divisor)), hT
 
 
 def matmul(A: np.ndarray, a_t: bool, B: np.ndarray, b_t: bool) -> np.ndarray:
@@ -802,7 +808,7 @@ def _drop(a, u, p, scale, transposed):  # pragma: no cover - compiled
 def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh, bih, bhh,
                 acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh, x, y, samples, h_mem, h_t,
                 emb_u, hid_u, O, emb_p, emb_scale, hid_p, hid_scale, log_counts, alpha, logq, bpreg, elu,
-                loss_eps, lr, mu, eps, use_mom, n_threads):  # pragma: no cover - compiled
+                loss_eps, div, lr, mu, eps, use_mom, n_threads):  # pragma: no cover - compiled
     # The operations of _Step's direct CPU path (gru_forward, the output layer, gru_backward,
     # step_rows_product, step_dense_product, step_dense) in the same order and memory layouts, so
     # the results are bit-identical: the carried state lives transposed ([L, n], h_t) as torch's
@@ -840,10 +846,10 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
     row_loss = np.empty(0 if xe else n)
     loss = 0.0
     if xe:
-        loss = _xe_columns(RT, By, Y, log_counts, n, alpha, logq, loss_eps, gb,
+        loss = _xe_columns(RT, By, Y, log_counts, n, alpha, logq, loss_eps, div, gb,
                            np.empty((n_chunks, n)), np.empty((n_chunks, n)))
     else:
-        _bpr_max_columns(RT, By, Y, bpreg, elu, loss_eps, np.empty_like(RT), np.empty_like(RT), gb,
+        _bpr_max_columns(RT, By, Y, bpreg, elu, loss_eps, div, np.empty_like(RT), np.empty_like(RT), gb,
                          np.empty((n_chunks, n), dtype=np.float32), np.empty((n_chunks, 4, n)), row_loss)
     dhT = np.empty((L, n), dtype=np.float32)
     _mm(sgemm, dhT, O[:C], True, RT, False)
