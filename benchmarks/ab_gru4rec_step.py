@@ -6,8 +6,8 @@ The speed of the shared 2-core CPU these sessions run on moves by 10-30% from mi
 runs taken one after the other do not compare. Here each checkout trains in its own process (with
 PYTHONPATH pointing at it) and the two take turns: one runs ``--steps`` training steps while the other
 waits, then the other, ``--turns`` times each. Both see the same phases of the machine. The first two
-turns of each are warm-up. Printed per checkout: the median, mean and 10th percentile of the time
-from one step's start to the next (the iterator included); compare medians. A checkout is a
+turns of each are warm-up. Printed per checkout: the median, mean and 10th percentile over turns of a
+turn's time per step (the iterator and everything between steps included); compare medians. A checkout is a
 directory holding the ``nextitem`` package (``git worktree add /tmp/old COMMIT`` makes one).
 """
 import argparse
@@ -33,33 +33,49 @@ def child(args):
     data = SessionData.from_frame(read_events(args.train), source=args.train)
     model = GRU4Rec(GRU4RecConfig.from_dict(params))
     commands, replies = os.fdopen(args.fd_in, "rb", buffering=0), os.fdopen(args.fd_out, "wb", buffering=0)
-    step_call = trainer._Step.__call__
-    periods, state = [], {"n": 0, "last": None, "turn": 0}
+    turns, state = [], {"t0": None, "in_turn": 0, "turn": 0}
 
     class Stop(Exception):
         pass
 
-    def paced_step(self, *a):
-        now = time.perf_counter()
-        if state["n"] % args.steps == 0:
-            if state["n"]:
+    def tick(k):
+        """Before work of k steps: end the turn once its steps are done, then wait for the next."""
+        if state["t0"] is None or state["in_turn"] >= args.steps:
+            if state["t0"] is not None:
+                if state["turn"] >= 2:  # the first two turns are warm-up
+                    turns.append((time.perf_counter() - state["t0"]) / state["in_turn"])
                 replies.write(b"d")
                 state["turn"] += 1
             if commands.read(1) != b"g":
                 raise Stop
-            now, state["last"] = time.perf_counter(), None
-        if state["last"] is not None and state["turn"] >= 2:
-            periods.append(now - state["last"])
-        state["last"] = now
-        state["n"] += 1
+            state["t0"], state["in_turn"] = time.perf_counter(), 0
+        state["in_turn"] += k
+
+    # Training calls either the step one by one or, on the CPU's one-call path, chunks of rounds
+    # (_Step.fused_rounds, since 2026-11-24): pace whichever a checkout has; a turn ends at the first
+    # chunk boundary after --steps steps.
+    patches = []
+    step_call = trainer._Step.__call__
+
+    def paced_step(self, *a):
+        tick(1)
         return step_call(self, *a)
 
-    with mock.patch.object(trainer._Step, "__call__", paced_step):
-        try:
-            model.fit(data)
-        except Stop:
-            pass
-    print(json.dumps(periods))
+    patches.append(mock.patch.object(trainer._Step, "__call__", paced_step))
+    rounds_call = getattr(trainer._Step, "fused_rounds", None)
+    if rounds_call is not None:
+        def paced_rounds(self, rounds, store):
+            tick(sum(rnd.inputs.shape[0] for rnd in rounds))
+            return rounds_call(self, rounds, store)
+
+        patches.append(mock.patch.object(trainer._Step, "fused_rounds", paced_rounds))
+    for p in patches:
+        p.start()
+    try:
+        model.fit(data)
+    except Stop:
+        pass
+    print(json.dumps(turns))
 
 
 def main(argv=None):
@@ -104,8 +120,8 @@ def main(argv=None):
         commands.write(b"s")
         out, _ = proc.communicate()
         d = np.array(json.loads(out.decode().strip().splitlines()[-1])) * 1e3
-        print(f"{tree}{' ' + extra if extra else ''}: {len(d)} steps, median {np.median(d):.3f} ms, mean {d.mean():.3f} ms, "
-              f"p10 {np.percentile(d, 10):.3f} ms")
+        print(f"{tree}{' ' + extra if extra else ''}: {len(d)} turns, ms per step: median {np.median(d):.3f}, "
+              f"mean {d.mean():.3f}, p10 {np.percentile(d, 10):.3f}")
 
 
 if __name__ == "__main__":

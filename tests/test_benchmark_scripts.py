@@ -38,7 +38,7 @@ def test_ab_gru4rec_step_alternates_two_checkouts(tmp_path, capsys):
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith(str(ROOT))]
     assert len(lines) == 2
     for line in lines:
-        assert line.split(":")[1].split()[0] == "8"  # 2 timed turns of 5 steps: 4 periods each
+        assert line.split(":")[1].split()[0] == "2"  # 4 turns, the first 2 warm-up
 
 
 def test_ab_gru4rec_step_names_a_wrong_tree(tmp_path):

@@ -261,3 +261,46 @@ def test_native_step_is_off_for_stacks_and_separate_embeddings(kw):
     opt = AdagradM(net.dense_parameters(), net.sparse_parameters(), 0.1)
     step = _Step(net, opt, net.dense_parameters(), cfg, None, np.random.default_rng(0))
     assert step.direct and not step.fused
+
+
+@pytest.mark.parametrize("loss,momentum,p_embed,p_hidden,n_sample", [("cross-entropy", 0.0, 0.0, 0.3, 5),
+                                                                     ("bpr-max", 0.4, 0.3, 0.4, 5),
+                                                                     ("cross-entropy", 0.2, 0.2, 0.0, 0)])
+@pytest.mark.parametrize("rounds_per_call", [3, 64])
+def test_training_in_chunks_of_rounds_equals_step_by_step(loss, momentum, p_embed, p_hidden, n_sample,
+                                                          rounds_per_call, monkeypatch):
+    """Training runs the one-call step over chunks of rounds (_Step.fused_rounds): its resets and
+    shrinking between rounds, the state handed from call to call, the dropout draws and a sample store
+    refilled mid-chunk (7 rows) must leave the weights and optimizer state of the step-by-step direct
+    path, bit for bit, over two epochs that end with one slot left."""
+    import pandas as pd
+
+    import nextitem.training.gru4rec as trainer
+    from nextitem.models.gru4rec import GRU4Rec
+    from nextitem.training.kernels import HAVE_BLOCK_GEMM
+
+    if not HAVE_BLOCK_GEMM:
+        pytest.skip("torch without MKL: no native step")
+    rng = np.random.default_rng(3)
+    lengths = list(rng.integers(2, 9, size=40)) + [16]  # the last, longest session ends alone
+    sessions = np.repeat(np.arange(len(lengths)), lengths)
+    df = pd.DataFrame({"SessionId": sessions, "ItemId": rng.integers(0, 30, size=len(sessions)),
+                       "Time": np.arange(len(sessions))})
+    cfg = GRU4RecConfig(layers=[12], loss=loss, momentum=momentum, batch_size=8, n_epochs=2, learning_rate=0.1,
+                        logq=1.0, sample_alpha=0.5, elu_param=0.5, bpreg=1.5, dropout_p_embed=p_embed,
+                        dropout_p_hidden=p_hidden, n_sample=n_sample)
+    monkeypatch.setattr(trainer, "_ROUNDS_PER_CALL", rounds_per_call)
+    calls = []
+    real = trainer._Step.fused_rounds
+    monkeypatch.setattr(trainer._Step, "fused_rounds", lambda *a: (calls.append(1), real(*a))[1])
+    chunked = GRU4Rec(cfg).fit(df, sample_store_size=35)
+    n_calls = len(calls)
+    assert n_calls > 2 if rounds_per_call == 3 else n_calls == 2  # several calls per epoch, or one
+    monkeypatch.setattr(trainer, "HAVE_BLOCK_GEMM", False)  # no one-call step: the direct path, step by step
+    stepwise = GRU4Rec(cfg).fit(df, sample_store_size=35)
+    assert len(calls) == n_calls  # the second run made no chunked call
+    for k, v in chunked.net.state_dict().items():
+        assert torch.equal(v, stepwise.net.state_dict()[k]), k
+    for a, b in zip(chunked.history, stepwise.history):
+        assert (a["minibatches"], a["events"]) == (b["minibatches"], b["events"])
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-12)

@@ -774,6 +774,20 @@ class FusedStep:
                                           h_t, emb_u, hid_u, self.O, *self.constants)
         return (value if self.xe else float(row_loss.sum() / self.divisor)), hT
 
+    def rounds(self, rng: np.random.Generator, chunk: tuple, r: int, s: int, sample_rows: np.ndarray,
+               h: np.ndarray, h_t: bool) -> tuple:
+        """The steps of a chunk of session-parallel rounds (the arrays of training.gru4rec._round_arrays),
+        from step ``s`` of round ``r`` on, as many as ``sample_rows`` [k, n_sample] has rows, with the
+        resets and shrinking between rounds; the dropouts' uniforms drawn from ``rng`` as the Python
+        caller of __call__ draws them. ``h`` is the carried state, [L, n] if ``h_t`` else [n, L].
+        Returns (r, s) where it stopped, the state (h, h_t), the loss sum and the numbers of steps and
+        events; the weights end as after the same steps through __call__, bit for bit."""
+        C = int(chunk[3].max(initial=0)) + sample_rows.shape[1]
+        if self.O.shape[0] < C:
+            self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
+        return _fused_rounds(_SGEMM, _MKL_LOCAL_THREADS, self.xe, *self.arrays, rng, *chunk, r, s, sample_rows, h,
+                             h_t, self.O, *self.constants)
+
 
 def matmul(A: np.ndarray, a_t: bool, B: np.ndarray, b_t: bool) -> np.ndarray:
     """op(A) @ op(B) through :func:`_mm` (for tests; needs :data:`HAVE_BLOCK_GEMM`)."""
@@ -885,3 +899,60 @@ def _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, W
     _adagrad_dense(bih, acc_bih, mom_bih, db_ih, lr, mu, eps, use_mom)
     _adagrad_dense(bhh, acc_bhh, mom_bhh, db_hh, lr, mu, eps, use_mom)
     return loss, row_loss, hT
+
+
+@njit(cache=True, nogil=True)
+def _fused_rounds(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh, bih, bhh,
+                  acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih, mom_bhh,
+                  rng, X, Y, r_steps, r_n, r_off, fin, fin_off, fin_cnt, keep, keep_off, keep_cnt,
+                  r, s, sample_rows, h, h_t, O, emb_p, emb_scale, hid_p, hid_scale, log_counts, alpha, logq,
+                  bpreg, elu, loss_eps, div, lr, mu, eps, use_mom, n_threads):  # pragma: no cover - compiled
+    # Steps of session-parallel rounds, from step s of round r on, one _fused_step each, while rows of
+    # samples last; what FusedStep.__call__ and the Python loop around it do between steps is done
+    # here the same way: the dropouts' uniforms drawn from the same generator in the same order, the
+    # carried state in the layout that path would hand over ([L, n] = h_t, else [n, L]; torch's
+    # index_fill keeps a layout, index_select gives [n, L]), so the weights are bit-identical.
+    # Returns where it stopped, the state, the loss sum and the numbers of steps and events.
+    L = Wy.shape[1]
+    none = np.empty((0, 0), dtype=np.float32)
+    loss_sum = 0.0
+    n_steps = n_events = used = 0
+    while r < r_steps.shape[0]:
+        n = r_n[r]
+        while s < r_steps[r]:
+            if used == sample_rows.shape[0]:
+                return r, s, h, h_t, loss_sum, n_steps, n_events
+            off = r_off[r] + s * n
+            emb_u = rng.random((n, L), np.float32) if emb_p > 0 else none
+            hid_u = rng.random((n, L), np.float32) if hid_p > 0 else none
+            value, row_loss, hT = _fused_step(sgemm, local_threads, xe, Wy, By, accW, accB, momW, momB, Wih, Whh,
+                                              bih, bhh, acc_ih, acc_hh, acc_bih, acc_bhh, mom_ih, mom_hh, mom_bih,
+                                              mom_bhh, X[off:off + n], Y[off:off + n], sample_rows[used], h, h_t,
+                                              emb_u, hid_u, O, emb_p, emb_scale, hid_p, hid_scale, log_counts,
+                                              alpha, logq, bpreg, elu, loss_eps, div, lr, mu, eps, use_mom, n_threads)
+            loss_sum += value if xe else row_loss.sum() / div
+            if n == 1 or L == 1:  # then hT^T counts as C-contiguous and goes in as [n, L]
+                h, h_t = np.ascontiguousarray(hT.T), False
+            else:
+                h, h_t = hT, True
+            s += 1
+            used += 1
+            n_steps += 1
+            n_events += n
+        for k in range(fin_off[r], fin_off[r] + fin_cnt[r]):  # the finished slots' state reset
+            if h_t:
+                h[:, fin[k]] = 0.0
+            else:
+                h[fin[k], :] = 0.0
+        if keep_cnt[r] >= 0:  # the batch shrinks: the kept slots' rows, as [n, L]
+            kept = np.empty((keep_cnt[r], L), dtype=np.float32)
+            for q in range(keep_cnt[r]):
+                j = keep[keep_off[r] + q]
+                if h_t:
+                    kept[q, :] = h[:, j]
+                else:
+                    kept[q, :] = h[j, :]
+            h, h_t = kept, False
+        r += 1
+        s = 0
+    return r, s, h, h_t, loss_sum, n_steps, n_events

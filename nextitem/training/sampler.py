@@ -100,6 +100,17 @@ class SampleStore:
         self._next += 1
         return row
 
+    def next_rows(self, k: int) -> np.ndarray:
+        """The next rows as next() would give them one by one, up to ``k`` of them at once (fewer where
+        the store is refilled in between: call again for the rest), as one CPU array [rows, n_sample]."""
+        if self.n_sample == 0 or k == 0:
+            return np.empty((k if self.n_sample == 0 else 0, self.n_sample), dtype=np.int64)
+        if self._store is None or self._next >= self.rows:
+            self._refill()
+        rows = self._store[self._next:self._next + k].cpu().numpy()
+        self._next += len(rows)
+        return rows
+
     def state(self) -> dict:
         """What a checkpoint needs to continue with exactly the same samples."""
         if self._store is None:
