@@ -14,8 +14,9 @@ One step, for slots with input items x and target items y:
      AdagradM.step_dense_product).
 The per-step cost on a CPU is dominated by framework overhead and memory traffic, not arithmetic,
 which is why the output layer avoids autograd and sparse tensors altogether. With one GRU layer and
-the shared embedding (every official best setting) the CPU step is one native call that runs the
-same kernels and products (kernels.FusedStep; same weights bit for bit). On a GPU the ~90 small
+the shared embedding (every official best setting) the CPU step is native code that runs the same
+kernels and products (kernels.FusedStep; same weights bit for bit), 64 rounds of the iterator per
+call (_Step.fused_rounds). On a GPU the ~90 small
 kernels of a step are captured once as a CUDA graph and replayed (_GraphedStep).
 
 With ``checkpoint=PATH`` the full training state (weights, optimizer, random generators, sample
