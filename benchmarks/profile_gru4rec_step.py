@@ -10,10 +10,11 @@ weight-gradient products, see AdagradM.step_dense_product), and the iterator wit
 products. Wrapping costs a few microseconds per part, so the parts add up to slightly more than an
 unwrapped step. The sample store refills once per 10M samples (~4,900 steps with n_sample=2048),
 so a short run may not include a refill. On a noisy machine compare only runs taken side by side.
-For one GRU layer with the shared embedding, training runs the step as one native call
-(kernels.FusedStep), which has no parts to wrap; the parts are timed here on the direct path it
-repeats operation for operation, so the total is that path's (the native call saves the Python around
-the parts: 5-12% in lockstep runs, see benchmarks/README.md).
+For one GRU layer with the shared embedding, training runs the step as native code
+(kernels.FusedStep, 64 rounds of steps per call), which has no parts to wrap; the parts are timed
+here on the direct path it repeats operation for operation, so the total is that path's (the native
+code saves the Python around and between the parts: 5-12% per step, then 6-9% more for the chunks of
+rounds, in lockstep runs, see benchmarks/README.md).
 """
 import argparse
 import sys
