@@ -30,6 +30,13 @@ class Round:
     keep: np.ndarray  # [n_slots] bool
     new_sessions: np.ndarray  # session indices now starting in the kept finished slots
 
+    def resets(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The slots to reset and the slots to keep, as indices; None: no slot finished / all kept
+        (the batch shrinks only when slots finish)."""
+        if not self.finished.any():
+            return None, None
+        return np.flatnonzero(self.finished), None if self.keep.all() else np.flatnonzero(self.keep)
+
 
 def session_parallel_rounds(data: SessionData, batch_size: int, min_slots: int = 1):
     """Yield :class:`Round` s over ``data`` in session-start order.

@@ -274,11 +274,7 @@ def _chunk_tensors(rounds: list, device) -> list:
     none / all), all views of one int64 tensor moved to ``device`` in one copy."""
     parts, shapes = [], []
     for rnd in rounds:
-        finished = keep = None
-        if rnd.finished.any():
-            finished = np.flatnonzero(rnd.finished)
-            if not rnd.keep.all():
-                keep = np.flatnonzero(rnd.keep)
+        finished, keep = rnd.resets()
         parts += [rnd.inputs.ravel(), rnd.targets.ravel()]
         shapes.append((rnd.inputs.shape, finished is not None, keep is not None))
         parts += [a for a in (finished, keep) if a is not None]

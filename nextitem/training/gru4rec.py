@@ -170,23 +170,20 @@ def _round_arrays(rounds: list) -> tuple:
     """Rounds of the session-parallel iterator as the flat arrays kernels.FusedStep.rounds takes: the
     steps' inputs and targets (X, Y), per round its steps, slots and offset into X, then the slots to
     reset (fin, with per-round offset and count) and to keep (keep, count -1: all)."""
+    def starts(counts):  # where each round's part begins in the concatenation
+        return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+
+    def joined(arrays):
+        return np.concatenate([a for a in arrays if a is not None] + [np.empty(0, dtype=np.int64)]).astype(np.int64)
+
     r_steps = np.array([rnd.inputs.shape[0] for rnd in rounds], dtype=np.int64)
     r_n = np.array([rnd.inputs.shape[1] for rnd in rounds], dtype=np.int64)
-    r_off = np.concatenate(([0], np.cumsum(r_steps * r_n)[:-1])).astype(np.int64)
-    X = np.concatenate([rnd.inputs.ravel() for rnd in rounds]).astype(np.int64, copy=False)
-    Y = np.concatenate([rnd.targets.ravel() for rnd in rounds]).astype(np.int64, copy=False)
-    fins, keeps = [], []
-    for rnd in rounds:  # as session_parallel_steps: a shrink only comes with finished slots
-        has_fin = bool(rnd.finished.any())
-        fins.append(np.flatnonzero(rnd.finished) if has_fin else np.empty(0, dtype=np.int64))
-        keeps.append(np.flatnonzero(rnd.keep) if has_fin and not rnd.keep.all() else None)
-    fin_cnt = np.array([len(f) for f in fins], dtype=np.int64)
-    fin_off = np.concatenate(([0], np.cumsum(fin_cnt)[:-1])).astype(np.int64)
+    fins, keeps = zip(*(rnd.resets() for rnd in rounds))
+    fin_cnt = np.array([0 if f is None else len(f) for f in fins], dtype=np.int64)
     keep_cnt = np.array([-1 if k is None else len(k) for k in keeps], dtype=np.int64)
-    keep_off = np.concatenate(([0], np.cumsum(np.maximum(keep_cnt, 0))[:-1])).astype(np.int64)
-    keep = np.concatenate([k for k in keeps if k is not None] + [np.empty(0, dtype=np.int64)]).astype(np.int64)
-    return (X, Y, r_steps, r_n, r_off, np.concatenate(fins).astype(np.int64), fin_off, fin_cnt, keep, keep_off,
-            keep_cnt)
+    return (joined(rnd.inputs.ravel() for rnd in rounds), joined(rnd.targets.ravel() for rnd in rounds),
+            r_steps, r_n, starts(r_steps * r_n), joined(fins), starts(fin_cnt), fin_cnt, joined(keeps),
+            starts(np.maximum(keep_cnt, 0)), keep_cnt)
 
 
 class _Step:

@@ -765,9 +765,7 @@ class FusedStep:
         """Input items ``x`` and targets ``y`` [n], the shared ``samples``, the carried state ``h_prev``
         [n, L] (either layout), the uniform draws of the two dropouts (float32 [n, L]; empty: none).
         Returns (loss, the new state transposed [L, n])."""
-        C = len(y) + len(samples)
-        if self.O.shape[0] < C:
-            self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
+        self._fit_output_rows(len(y) + len(samples))
         h_t = not h_prev.flags.c_contiguous and h_prev.T.flags.c_contiguous
         h_mem = h_prev.T if h_t else np.ascontiguousarray(h_prev)
         value, row_loss, hT = _fused_step(_SGEMM, _MKL_LOCAL_THREADS, self.xe, *self.arrays, x, y, samples, h_mem,
@@ -782,11 +780,15 @@ class FusedStep:
         caller of __call__ draws them. ``h`` is the carried state, [L, n] if ``h_t`` else [n, L].
         Returns (r, s) where it stopped, the state (h, h_t), the loss sum and the numbers of steps and
         events; the weights end as after the same steps through __call__, bit for bit."""
-        C = int(chunk[3].max(initial=0)) + sample_rows.shape[1]
-        if self.O.shape[0] < C:
-            self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
+        self._fit_output_rows(int(chunk[3].max(initial=0)) + sample_rows.shape[1])
         return _fused_rounds(_SGEMM, _MKL_LOCAL_THREADS, self.xe, *self.arrays, rng, *chunk, r, s, sample_rows, h,
                              h_t, self.O, *self.constants)
+
+
+    def _fit_output_rows(self, C: int) -> None:
+        """Grow the output-row buffer to at least C rows (a step's targets and samples)."""
+        if self.O.shape[0] < C:
+            self.O = np.empty((C, self.O.shape[1]), dtype=np.float32)
 
 
 def matmul(A: np.ndarray, a_t: bool, B: np.ndarray, b_t: bool) -> np.ndarray:
